@@ -1,0 +1,1 @@
+//! The policy. See DESIGN.md §4.

@@ -1,0 +1,1 @@
+//! Environments. See DESIGN.md §3.

@@ -1,0 +1,1 @@
+//! Rollout sampling. See DESIGN.md §5.
