@@ -203,8 +203,8 @@ impl KvCache {
             }
             // sink_k, sink_v: [H, hd] -> entry 0 of every slot.
             let shape = [1, self.heads, 1, self.head_dim];
-            let _ = keys.narrow(2, 0, 1).copy_(&sink_k.view(shape).to_kind(self.kind));
-            let _ = values.narrow(2, 0, 1).copy_(&sink_v.view(shape).to_kind(self.kind));
+            let _ = keys.narrow(2, 0, 1).copy_(&sink_k.reshape(shape).to_kind(self.kind));
+            let _ = values.narrow(2, 0, 1).copy_(&sink_v.reshape(shape).to_kind(self.kind));
         }
         // [B, H, t, hd] -> [B * t, H, hd], slot-major like plan.slot / plan.entry.
         let flat = |x: &Tensor| {

@@ -28,4 +28,4 @@ pub use config::{DType, ModelConfig, ObsSpec, PosEncoding, Sink, SinkInit};
 pub use gru::GruPolicy;
 pub use sequence::SequenceModel;
 pub use tokens::{ImageCnn, StepInputs, TokenEncoder};
-pub use transformer::{Attention, Block, Mlp, RmsNorm, Rotary, SinkKv, Transformer};
+pub use transformer::{causal_attention, Attention, Block, Mlp, RmsNorm, Rotary, SinkKv, Transformer};

@@ -120,7 +120,7 @@ impl ImageCnn {
     /// `[B, T, H, W, 3]` u8 -> `[B, T, D]`.
     fn forward(&self, image: &Tensor, kind: Kind) -> Tensor {
         let s = image.size();
-        let mut x = image.view([s[0] * s[1], s[2], s[3], 3]).permute([0, 3, 1, 2]).to_kind(kind) / 255.0;
+        let mut x = image.reshape([s[0] * s[1], s[2], s[3], 3]).permute([0, 3, 1, 2]).to_kind(kind) / 255.0;
         for conv in &self.convs {
             x = x.apply(conv).relu();
         }

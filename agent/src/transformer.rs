@@ -134,11 +134,12 @@ impl Attention {
     }
 }
 
-/// Causal attention over a whole sequence. With a sink, a sink position is prepended to
-/// keys and values (with a zero query whose output is dropped), so the plain causal mask
-/// over `T + 1` positions lets every token see the sink. `mask` (block-diagonal ablation)
-/// is `[B, 1, S + T, S + T]` bool; without it libtorch's causal kernels are used.
-fn attend_full(
+/// Causal attention over whole sequences, `q, k, v: [B, H, T, hd]` -> `[B, H, T, hd]`.
+/// With a sink, a sink position is prepended to keys and values (with a zero query whose
+/// output is dropped), so the plain causal mask over `T + 1` positions lets every token see
+/// the sink. `mask` (block-diagonal ablation) is `[B, 1, S + T, S + T]` bool; without it
+/// libtorch's causal kernels (flash / memory-efficient) are used.
+pub fn causal_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -211,7 +212,7 @@ impl Block {
         mask: Option<&Tensor>,
     ) -> Tensor {
         let (q, k, v) = self.attn.project(&self.attn_norm.forward(x), rotary);
-        let x = x + self.attn.merge(&attend_full(&q, &k, &v, sink, mask));
+        let x = x + self.attn.merge(&causal_attention(&q, &k, &v, sink, mask));
         &x + self.mlp.forward(&self.mlp_norm.forward(&x))
     }
 
