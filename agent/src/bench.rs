@@ -135,7 +135,7 @@ fn sync(device: Device) {
 /// Random trial inputs `[B, T]`: episodes of 500 steps, 7 actions, 16-d vectors.
 fn bench_inputs(b: i64, t: i64, spec: &ObsSpec, device: Device) -> StepInputs {
     let step = Tensor::arange(t, (Kind::Int64, device)).remainder(500).expand([b, t], true);
-    let episode = (Tensor::arange(t, (Kind::Int64, device)) / 500).expand([b, t], true);
+    let episode = Tensor::arange(t, (Kind::Int64, device)).floor_divide_scalar(500).expand([b, t], true);
     StepInputs {
         vector: Tensor::randn([b, t, spec.vector_dim as i64], (Kind::Float, device)),
         image: None,
