@@ -783,3 +783,218 @@ impl VecEnv for HouseNavVecEnv {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::FastRng;
+    use std::f32::consts::PI;
+
+    fn env(seed: u64, n: usize) -> HouseNavVecEnv {
+        HouseNavVecEnv::new(HouseNavConfig::default(), seed, 0, n).unwrap()
+    }
+
+    fn facing(from: [f32; 2], to: [f32; 2]) -> f32 {
+        (to[1] - from[1]).atan2(to[0] - from[0])
+    }
+
+    /// Candidate poses (free cells) facing instance `obj`, with their distance to it.
+    fn candidates(h: &House, obj: usize) -> Vec<(Pose, f32)> {
+        let o = h.scene.objects[obj];
+        h.start_cells
+            .iter()
+            .map(|&k| {
+                let (cx, cy) = h.nav.coords(k);
+                let q = h.nav.centre(cx, cy);
+                (
+                    Pose {
+                        x: q[0],
+                        y: q[1],
+                        heading: facing(q, o.centre()),
+                    },
+                    o.distance(q),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stop_near_and_visible_succeeds_far_or_unseen_fails() {
+        let mut e = env(0, 1);
+        e.set_task(0, 3).unwrap();
+        let h = e.houses[0].clone();
+        let target = 0usize;
+        let spec = e.spec().clone();
+        let mut out = StepBatch::new(&spec, 1);
+        let mut checked = [false; 3];
+        for (obj, o) in h.scene.objects.iter().enumerate() {
+            if o.category as usize != target {
+                continue;
+            }
+            for (pose, dist) in candidates(&h, obj) {
+                e.set_pose(0, pose, target).unwrap();
+                let vis = e.describe(0)["visible_target_pixels"].as_u64().unwrap();
+                if dist < 1.5 && vis >= 40 && !checked[0] {
+                    e.step(&[STOP], &mut out).unwrap();
+                    assert!(out.success[0] && out.terminated[0]);
+                    assert!((out.reward[0] - (2.0 - 0.001)).abs() < 1e-6);
+                    checked[0] = true;
+                    // Same place, facing away: nothing of the target in view -> failure.
+                    let away = Pose {
+                        heading: wrap_angle(pose.heading + PI),
+                        ..pose
+                    };
+                    e.set_pose(0, away, target).unwrap();
+                    if e.describe(0)["visible_target_pixels"].as_u64().unwrap() < 10 {
+                        e.step(&[STOP], &mut out).unwrap();
+                        assert!(!out.success[0] && out.terminated[0]);
+                        assert!((out.reward[0] + 0.001).abs() < 1e-6);
+                        checked[1] = true;
+                    }
+                } else if h.nearest_instance(target, [pose.x, pose.y]).unwrap().0 > 2.5
+                    && vis >= 40
+                    && !checked[2]
+                {
+                    e.step(&[STOP], &mut out).unwrap();
+                    assert!(!out.success[0] && out.terminated[0], "far stop must fail");
+                    checked[2] = true;
+                }
+            }
+        }
+        assert_eq!(
+            checked, [true; 3],
+            "near+visible, near+unseen, far+visible all exercised"
+        );
+    }
+
+    #[test]
+    fn oracle_succeeds_in_most_episodes() {
+        let mut e = env(1, 3);
+        for (i, house) in [10u64, 11, 12].into_iter().enumerate() {
+            e.set_task(i, house).unwrap();
+        }
+        let spec = e.spec().clone();
+        let mut out = StepBatch::new(&spec, 3);
+        let mut acts = [0u32; 3];
+        let (mut ended, mut succ, mut steps) = (0, 0, 0);
+        while ended < 45 && steps < 20_000 {
+            e.oracle_actions(&mut acts);
+            e.step(&acts, &mut out).unwrap();
+            steps += 1;
+            for i in 0..3 {
+                if out.terminated[i] || out.truncated[i] {
+                    ended += 1;
+                    succ += out.success[i] as usize;
+                }
+            }
+        }
+        assert!(ended >= 45);
+        assert!(
+            succ as f32 >= 0.9 * ended as f32,
+            "{succ}/{ended} successes"
+        );
+        // Oracle episodes are short (most well under the 500-step limit).
+        assert!(
+            steps * 3 < ended * 120,
+            "{steps} steps for {ended} episodes"
+        );
+    }
+
+    #[test]
+    fn rewards_telescope_to_geodesic_progress() {
+        let mut e = env(2, 1);
+        let spec = e.spec().clone();
+        let mut obs = ObsBatch::new(&spec, 1);
+        e.reset(&mut obs);
+        let g0 = e.describe(0)["geodesic"].as_f64().unwrap();
+        let mut out = StepBatch::new(&spec, 1);
+        let mut rng = FastRng::new(9);
+        let mut total = 0.0f64;
+        for _ in 0..100 {
+            let a = 1 + rng.below(3); // never stop
+            e.step(&[a], &mut out).unwrap();
+            total += out.reward[0] as f64;
+        }
+        let g1 = e.describe(0)["geodesic"].as_f64().unwrap();
+        assert!(
+            (total - (g0 - g1 - 0.1)).abs() < 1e-3,
+            "{total} vs {}",
+            g0 - g1 - 0.1
+        );
+        assert!(g0 >= 1.0);
+    }
+
+    #[test]
+    fn displacement_is_in_the_start_frame() {
+        let rules = HouseRules {
+            cfg: HouseNavConfig::default(),
+        };
+        let start = Pose {
+            x: 2.0,
+            y: 3.0,
+            heading: PI / 2.0,
+        }; // facing north
+        let s = |x: f32, y: f32| EpisodeState {
+            pose: Pose { x, y, heading: 0.0 },
+            start,
+            target: 0,
+        };
+        let d = rules.displacement(&s(2.0, 4.0));
+        assert!((d[0] - 1.0).abs() < 1e-6 && d[1].abs() < 1e-6);
+        let d = rules.displacement(&s(1.0, 3.0)); // west = left of north
+        assert!(d[0].abs() < 1e-6 && (d[1] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn stop_auto_resets_with_final_obs_and_vector_parts() {
+        let mut e = env(4, 2);
+        let spec = e.spec().clone();
+        assert_eq!(spec.vector_dim, 10);
+        let mut obs = ObsBatch::new(&spec, 2);
+        e.reset(&mut obs);
+        let t0 = e.episode(0).unwrap().target;
+        assert_eq!(obs.vector[t0], 1.0);
+        assert_eq!(obs.vector[..8].iter().sum::<f32>(), 1.0);
+        assert_eq!(&obs.vector[8..10], &[0.0, 0.0]);
+        let mut out = StepBatch::new(&spec, 2);
+        e.step(&[TURN_LEFT, TURN_LEFT], &mut out).unwrap();
+        let before = out.obs.clone();
+        e.step(&[STOP, TURN_RIGHT], &mut out).unwrap();
+        assert!(out.terminated[0] && !out.terminated[1]);
+        let fb = 64 * 64 * 3;
+        assert_eq!(out.final_obs.image[..fb], before.image[..fb]);
+        assert_eq!(e.describe(0)["t"], 0);
+        assert_eq!(e.describe(1)["t"], 2);
+        // Truncation at the horizon.
+        let cfg = HouseNavConfig {
+            horizon: 2,
+            ..Default::default()
+        };
+        let mut e = HouseNavVecEnv::new(cfg, 0, 0, 1).unwrap();
+        e.step(&[TURN_LEFT], &mut out).unwrap();
+        assert!(!out.truncated[0]);
+        e.step(&[TURN_LEFT], &mut out).unwrap();
+        assert!(out.truncated[0] && !out.terminated[0]);
+    }
+
+    #[test]
+    fn frames_are_deterministic_per_seed() {
+        let run = |seed: u64| {
+            let mut e = env(seed, 2);
+            let spec = e.spec().clone();
+            let mut obs = ObsBatch::new(&spec, 2);
+            e.reset(&mut obs);
+            let mut out = StepBatch::new(&spec, 2);
+            let mut rng = FastRng::new(1);
+            let mut frames = obs.image.clone();
+            for _ in 0..40 {
+                let a = [rng.below(4), rng.below(4)];
+                e.step(&a, &mut out).unwrap();
+                frames.extend_from_slice(&out.obs.image);
+            }
+            frames
+        };
+        assert_eq!(run(5), run(5));
+        assert_ne!(run(5), run(6));
+    }
+}

@@ -1,1 +1,343 @@
-//! wip
+//! Tools for people: transcripts with PNG frames and maps, and the environment benchmark.
+//! The `icrl env` and `icrl bench env` commands call these.
+
+use std::path::Path;
+use std::sync::Barrier;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::house::generate;
+use crate::image::{grid_map, scene_map, write_png};
+use crate::one_room::OneRoomWorld;
+use crate::rng::FastRng;
+use crate::world::Scene;
+use crate::{EnvConfig, EnvError, ObsBatch, StepBatch, TaskId, VecEnv};
+
+/// Pixels per metre of 3D-world maps.
+const MAP_PX_PER_M: f32 = 24.0;
+/// Pixels per cell of grid-world maps.
+const GRID_CELL_PX: usize = 24;
+
+fn io_err(path: &Path, e: std::io::Error) -> EnvError {
+    EnvError::Io(format!("{}: {e}", path.display()))
+}
+
+/// Step one env (slot 0 of `config.build(seed, 0, 1)`, put on `task`) through `actions` and
+/// return a JSON transcript: per step the state before the action (`describe`), the action,
+/// reward, terminated, truncated, success, and whether a new episode started.
+///
+/// With `frames_dir`, the directory is created and gets `frame_0000.png` (the first
+/// observation) and `frame_NNNN.png` after each step for RGB environments, plus `map.png`: a
+/// top-down map with walls, objects and the paths taken (3D worlds), or the grid with goal, key
+/// and path (grid worlds). Bad actions are an error before anything is stepped.
+pub fn transcript(
+    config: &EnvConfig,
+    task: TaskId,
+    seed: u64,
+    actions: &[u32],
+    frames_dir: Option<&Path>,
+) -> Result<Value, EnvError> {
+    let mut env = config.build(seed, 0, 1)?;
+    env.set_task(0, task)?;
+    let spec = env.spec().clone();
+    if let Some((i, &a)) = actions
+        .iter()
+        .enumerate()
+        .find(|(_, &a)| a as usize >= spec.num_actions)
+    {
+        return Err(EnvError::ActionOutOfRange {
+            env: spec.name.clone(),
+            slot: i,
+            action: a,
+            num_actions: spec.num_actions,
+        });
+    }
+    if let Some(dir) = frames_dir {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    }
+    let mut obs = ObsBatch::new(&spec, 1);
+    env.reset(&mut obs);
+    let save_frame = |dir: Option<&Path>, k: usize, obs: &ObsBatch| -> Result<(), EnvError> {
+        if let (Some(dir), Some(im)) = (dir, spec.image) {
+            write_png(
+                &dir.join(format!("frame_{k:04}.png")),
+                im.width,
+                im.height,
+                &obs.image,
+            )?;
+        }
+        Ok(())
+    };
+    save_frame(frames_dir, 0, &obs)?;
+    let initial = env.describe(0);
+    let mut out = StepBatch::new(&spec, 1);
+    let mut steps = Vec::with_capacity(actions.len());
+    let mut paths: Vec<Vec<Value>> = vec![vec![initial.clone()]];
+    let mut total = 0.0f64;
+    let mut episodes = 0usize;
+    let mut successes = 0usize;
+    for (k, &a) in actions.iter().enumerate() {
+        let before = env.describe(0);
+        env.step(&[a], &mut out)?;
+        let ended = out.terminated[0] || out.truncated[0];
+        total += out.reward[0] as f64;
+        let after = env.describe(0);
+        steps.push(json!({
+            "step": k,
+            "state": before,
+            "action": a,
+            "reward": out.reward[0],
+            "terminated": out.terminated[0],
+            "truncated": out.truncated[0],
+            "success": out.success[0],
+            "episode_ended": ended,
+            "obs_vector": out.obs.vector,
+        }));
+        if ended {
+            episodes += 1;
+            successes += out.success[0] as usize;
+            paths.push(vec![after]);
+        } else if let Some(p) = paths.last_mut() {
+            p.push(after);
+        }
+        save_frame(frames_dir, k + 1, &out.obs)?;
+    }
+    if let Some(dir) = frames_dir {
+        write_map(config, env.as_ref(), task, &paths, &dir.join("map.png"))?;
+    }
+    Ok(json!({
+        "env": config.name(),
+        "task": task,
+        "seed": seed,
+        "spec": {
+            "num_actions": spec.num_actions,
+            "vector_dim": spec.vector_dim,
+            "vector_segments": spec.vector_segments,
+            "image": spec.image.map(|i| [i.height, i.width]),
+            "horizon": spec.horizon,
+        },
+        "initial": initial,
+        "steps": steps,
+        "total_reward": total,
+        "episodes_ended": episodes,
+        "successes": successes,
+        "final": env.describe(0),
+    }))
+}
+
+fn write_map(
+    config: &EnvConfig,
+    _env: &dyn VecEnv,
+    task: TaskId,
+    paths: &[Vec<Value>],
+    file: &Path,
+) -> Result<(), EnvError> {
+    let xy = |v: &Value| Some([v["x"].as_f64()? as f32, v["y"].as_f64()? as f32]);
+    let world_paths: Vec<Vec<[f32; 2]>> = paths
+        .iter()
+        .map(|p| p.iter().filter_map(xy).collect())
+        .collect();
+    let scene: Option<Scene> = match config {
+        EnvConfig::OneRoom(c) => Some(OneRoomWorld::new(c).scene),
+        EnvConfig::HouseNav(c) => Some(generate(task, &c.house_params()).scene),
+        _ => None,
+    };
+    if let Some(scene) = scene {
+        return scene_map(&scene, &world_paths, MAP_PX_PER_M).save(file);
+    }
+    let rules = match config {
+        EnvConfig::DarkRoom(c) => c.rules(),
+        EnvConfig::DarkRoomAd(c) => c.rules(),
+        EnvConfig::DarkRoomHard(c) => c.rules(),
+        EnvConfig::KeyToDoor(c) => c.rules(),
+        _ => return Ok(()), // bandits have no map
+    };
+    let t = rules.task(task)?;
+    let cells: Vec<Vec<(i32, i32)>> = world_paths
+        .iter()
+        .map(|p| p.iter().map(|q| (q[0] as i32, q[1] as i32)).collect())
+        .collect();
+    grid_map(&rules, &t, &cells, GRID_CELL_PX).save(file)
+}
+
+/// Benchmark: `threads` threads each own a shard of the `envs` slots (`config.build(seed,
+/// first_slot, count)`) and step it with uniformly random actions (xorshift, drawn inside the
+/// loop), observations written as in training. Runs `ceil(steps / envs)` batch steps per
+/// shard. Returns JSON with env, envs, threads, steps (total env steps), seconds (wall time from
+/// a common start to the last shard's end), steps_per_sec, plus image size and episode counts.
+pub fn bench(
+    config: &EnvConfig,
+    envs: usize,
+    threads: usize,
+    steps: usize,
+    seed: u64,
+) -> Result<Value, EnvError> {
+    let mut errs = Vec::new();
+    if envs == 0 {
+        errs.push("envs must be >= 1".to_string());
+    }
+    if threads == 0 || threads > envs.max(1) {
+        errs.push(format!(
+            "threads must be in 1..=envs ({envs}), got {threads}"
+        ));
+    }
+    if steps == 0 {
+        errs.push("steps must be >= 1".to_string());
+    }
+    if !errs.is_empty() {
+        return Err(EnvError::InvalidConfig(errs));
+    }
+    let batch_steps = steps.div_ceil(envs);
+    // Build every shard first, so a build error cannot leave threads waiting at the barrier.
+    let mut shards = Vec::with_capacity(threads);
+    let mut first = 0;
+    for t in 0..threads {
+        let count = envs / threads + usize::from(t < envs % threads);
+        let mut env = config.build(seed, first, count)?;
+        let spec = env.spec().clone();
+        let mut obs = ObsBatch::new(&spec, count);
+        env.reset(&mut obs);
+        shards.push((env, StepBatch::new(&spec, count), count));
+        first += count;
+    }
+    let barrier = Barrier::new(threads);
+    let start_all = std::sync::Mutex::new(None::<Instant>);
+    let results: Vec<Result<(f64, usize, f64), EnvError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = shards
+            .into_iter()
+            .enumerate()
+            .map(|(t, (mut env, mut out, count))| {
+                let barrier = &barrier;
+                let start_all = &start_all;
+                s.spawn(move || -> Result<(f64, usize, f64), EnvError> {
+                    let k = env.spec().num_actions as u32;
+                    let mut rng = FastRng::new(seed ^ ((t as u64 + 1) << 32));
+                    let mut actions = vec![0u32; count];
+                    let mut ended = 0usize;
+                    let mut reward = 0.0f64;
+                    barrier.wait();
+                    {
+                        let mut g = start_all
+                            .lock()
+                            .map_err(|_| EnvError::Bench("lock poisoned".into()))?;
+                        if g.is_none() {
+                            *g = Some(Instant::now());
+                        }
+                    }
+                    for _ in 0..batch_steps {
+                        for a in actions.iter_mut() {
+                            *a = rng.below(k);
+                        }
+                        env.step(&actions, &mut out)?;
+                        reward += out.reward.iter().map(|&r| r as f64).sum::<f64>();
+                        ended += out
+                            .terminated
+                            .iter()
+                            .zip(&out.truncated)
+                            .filter(|(a, b)| **a || **b)
+                            .count();
+                    }
+                    let end = Instant::now();
+                    let start = start_all
+                        .lock()
+                        .map_err(|_| EnvError::Bench("lock poisoned".into()))?
+                        .unwrap_or(end);
+                    Ok((end.duration_since(start).as_secs_f64(), ended, reward))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(EnvError::Bench("a benchmark thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut seconds = 0.0f64;
+    let mut ended = 0;
+    let mut reward = 0.0;
+    for r in results {
+        let (s, e, rw) = r?;
+        seconds = seconds.max(s);
+        ended += e;
+        reward += rw;
+    }
+    let total = batch_steps * envs;
+    let spec = config.spec();
+    Ok(json!({
+        "env": config.name(),
+        "envs": envs,
+        "threads": threads,
+        "steps": total,
+        "seconds": seconds,
+        "steps_per_sec": total as f64 / seconds.max(1e-9),
+        "image": spec.image.map(|i| [i.height, i.width]),
+        "episodes_ended": ended,
+        "mean_reward": reward / total as f64,
+        "seed": seed,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("envs_tools_{name}_{}", std::process::id()))
+    }
+
+    #[test]
+    fn transcript_darkroom_and_map() {
+        let cfg = EnvConfig::from_name("darkroom").unwrap();
+        let dir = tmp("dr");
+        let t = transcript(&cfg, 21, 0, &[0, 0, 2, 4], Some(&dir)).unwrap();
+        let steps = t["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 4);
+        assert_eq!(steps[2]["state"]["x"], 2);
+        assert_eq!(steps[2]["reward"], 1.0); // goal (2, 1)
+        assert_eq!(steps[3]["reward"], 1.0);
+        assert_eq!(t["total_reward"], 2.0);
+        assert!(dir.join("map.png").exists());
+        assert!(!dir.join("frame_0000.png").exists());
+        assert!(transcript(&cfg, 21, 0, &[0, 5], None).is_err());
+        assert!(transcript(&cfg, 100, 0, &[0], None).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn transcript_3d_writes_frames_and_map() {
+        for name in ["one_room", "house_nav"] {
+            let cfg = EnvConfig::from_name(name).unwrap();
+            let dir = tmp(name);
+            let t = transcript(&cfg, 2, 4, &[2, 2, 1, 1, 0], Some(&dir)).unwrap();
+            assert_eq!(t["steps"].as_array().unwrap().len(), 5);
+            for k in 0..=5 {
+                assert!(
+                    dir.join(format!("frame_{k:04}.png")).exists(),
+                    "{name} frame {k}"
+                );
+            }
+            assert!(dir.join("map.png").exists());
+            std::fs::remove_dir_all(&dir).ok();
+        }
+    }
+
+    #[test]
+    fn bench_runs_and_validates() {
+        let cfg = EnvConfig::from_name("darkroom").unwrap();
+        let r = bench(&cfg, 8, 2, 1000, 0).unwrap();
+        assert_eq!(r["steps"], 1000);
+        assert_eq!(r["threads"], 2);
+        assert!(r["steps_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(bench(&cfg, 0, 1, 10, 0).is_err());
+        assert!(bench(&cfg, 4, 5, 10, 0).is_err());
+        assert!(bench(&cfg, 4, 1, 0, 0).is_err());
+        let bad = EnvConfig::OneRoom(crate::OneRoomConfig {
+            image_width: 0,
+            ..Default::default()
+        });
+        assert!(bench(&bad, 4, 1, 10, 0).is_err());
+    }
+}
