@@ -146,7 +146,7 @@ impl GridRules {
             "horizon",
             || format!("must be in 1..=10000000, got {}", self.horizon),
         );
-        if let StartRule::Fixed(x, y) = self.start {
+        if let (StartRule::Fixed(x, y), true) = (self.start, (2..=max).contains(&self.size)) {
             let s = self.size as i64;
             require(
                 &mut e,

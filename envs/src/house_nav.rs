@@ -5,7 +5,7 @@
 //!   `0..train_houses`, test tasks `TEST_HOUSE_BASE + 0..test_houses`. A trial is many episodes
 //!   in one house.
 //! - **Episode**: a uniformly random start cell of the house's navigable floor (at least
-//!   `min_start_distance` m of geodesic distance from the target), a uniformly random heading and
+//!   `min_start_distance` m of geodesic distance from the target when one is found in 200 draws), a uniformly random heading and
 //!   a uniformly random target category among those present; at most `horizon` (500) steps.
 //! - **Actions**: `0` stop, `1` forward 0.25 m (a blocked move leaves the agent in place),
 //!   `2` turn left 30 deg, `3` turn right 30 deg.
@@ -577,11 +577,11 @@ impl HouseNavVecEnv {
         } else {
             present[rng.random_range(0..present.len())]
         };
+        // Houses always have floor; `cell` 0 is only a guard against an empty list.
         let mut cell = house.start_cells.first().copied().unwrap_or(0);
-        for _ in 0..200 {
-            let c = house.start_cells[rng
-                .random_range(0..house.start_cells.len().max(1))
-                .min(house.start_cells.len().saturating_sub(1))];
+        let n = house.start_cells.len();
+        for _ in 0..if n > 0 { 200 } else { 0 } {
+            let c = house.start_cells[rng.random_range(0..n)];
             cell = c;
             let d = house.fields.get(target).map_or(f32::INFINITY, |f| f[c]);
             if d.is_finite() && d >= self.rules.cfg.min_start_distance {
