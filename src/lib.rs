@@ -2,5 +2,4 @@
 //! downstream users can name everything through one crate.
 pub use agent;
 pub use envs;
-pub use sampler;
 pub use trainer;

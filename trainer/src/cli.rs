@@ -1,8 +1,183 @@
-//! The `icrl` command line.
+//! The `icrl` command line. Every subcommand has `--help`; a benchmark prints its result as one
+//! JSON object on its last line. Exit codes: 0 success, 1 a run failed, 2 bad input (command
+//! line, config, experiment file, missing or incompatible files).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, ConfigError};
+use crate::info;
+
+/// In-context reinforcement learning for embodied tasks: ReLIC, DPT and baselines.
+#[derive(Parser, Debug)]
+#[command(name = "icrl", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Versions, devices, threads and the attention kernel libtorch picks.
+    Info {
+        /// Device to inspect: auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Print JSON only.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load, override and validate a config; print the resolved config (every field).
+    Check(ConfigArgs),
+    /// Step one environment with given actions: a JSON transcript, PNG frames and a map.
+    Env(EnvArgs),
+    /// Benchmarks; each prints one JSON object on its last line.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// A config file and its overrides.
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// The RON config file.
+    pub config: PathBuf,
+    /// Override a field: `--set path.to.field=value` (value in RON syntax); repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// `icrl env`.
+#[derive(Args, Debug)]
+pub struct EnvArgs {
+    /// Environment name (darkroom, darkroom_ad, darkroom_hard, key_to_door, bandit, one_room,
+    /// house_nav).
+    pub name: String,
+    /// Task id (goal index, colour, house seed, ...).
+    #[arg(long, default_value_t = 0)]
+    pub task: u64,
+    /// Seed of the episode randomness (starts, targets, noise).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Comma-separated actions, e.g. 0,0,2,4.
+    #[arg(long, value_delimiter = ',')]
+    pub actions: Vec<u32>,
+    /// Write PNG frames (and a top-down map for 3D worlds) into this folder.
+    #[arg(long)]
+    pub frames: Option<PathBuf>,
+}
+
+/// `icrl bench ...`.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Env steps per second with uniformly random actions (observations written).
+    Env {
+        /// Environment name.
+        #[arg(long, default_value = "darkroom")]
+        env: String,
+        /// Number of envs in the batch.
+        #[arg(long, default_value_t = 256)]
+        envs: usize,
+        /// Worker threads (each owns a shard of the envs).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Total env steps to time.
+        #[arg(long, default_value_t = 10_000_000)]
+        steps: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+/// An error from bad input (exit code 2) rather than a failed run (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// Entry point of the `icrl` binary; returns the process exit code.
 pub fn main() -> i32 {
-    let t = tch::Tensor::from_slice(&[1.0f32, 2.0]);
-    println!("torch ok {} cuda={}", t.sum(tch::Kind::Float).double_value(&[]), tch::Cuda::is_available());
-    0
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit_code(&e)
+        }
+    }
+}
+
+/// 2 for bad input, 1 otherwise.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    let bad_input = e
+        .chain()
+        .any(|c| c.is::<ConfigError>() || c.is::<UsageError>() || c.is::<envs::EnvError>());
+    if bad_input {
+        2
+    } else {
+        1
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string(value).unwrap_or_default());
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Info { device, json } => {
+            let device = info::parse_device(&device).map_err(|e| UsageError(e.to_string()))?;
+            let report = info::collect(device);
+            if !json {
+                if let Some(map) = report.as_object() {
+                    for (key, value) in map {
+                        println!("{key:>22}: {value}");
+                    }
+                }
+            }
+            print_json(&report);
+            Ok(())
+        }
+        Command::Check(args) => {
+            let config: crate::Config = config::load(&args.config, &args.set)?;
+            print!("{}", config::to_ron_string(&config));
+            println!();
+            Ok(())
+        }
+        Command::Env(args) => {
+            let config = envs::EnvConfig::from_name(&args.name)?;
+            let transcript = envs::tools::transcript(
+                &config,
+                args.task,
+                args.seed,
+                &args.actions,
+                args.frames.as_deref(),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&transcript)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Env {
+            env,
+            envs: count,
+            threads,
+            steps,
+            seed,
+        }) => {
+            if count == 0 || threads == 0 || steps == 0 {
+                return Err(UsageError("--envs, --threads and --steps must be >= 1".into()).into());
+            }
+            let config = envs::EnvConfig::from_name(&env)?;
+            let result = envs::tools::bench(&config, count, threads, steps, seed)?;
+            print_json(&result);
+            Ok(())
+        }
+    }
 }

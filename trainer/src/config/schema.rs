@@ -1,0 +1,421 @@
+//! The run config: the file schema of every `icrl train` run. Sections belonging to other
+//! crates (environment, model) are their crates' config types; defaults live in code.
+
+use serde::{Deserialize, Serialize};
+
+use agent::ModelConfig;
+use envs::EnvConfig;
+
+use super::load::{prefixed, Validate};
+
+/// One run: what to train, on what, how to evaluate, log and checkpoint it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Short name of the experiment; part of the run folder's name.
+    pub name: String,
+    /// Master seed: environments, model initialisation, sampling and shuffles derive from it.
+    pub seed: u64,
+    /// The environment and its task distribution.
+    pub env: EnvConfig,
+    /// The policy network.
+    pub model: ModelConfig,
+    /// The training method and its hyper-parameters.
+    pub method: Method,
+    /// In-context evaluation (one protocol for every method).
+    pub eval: EvalConfig,
+    /// TensorBoard and console output.
+    pub logging: LoggingConfig,
+    /// Checkpoint schedule and retention.
+    pub checkpoint: CheckpointConfig,
+    /// Device and threads.
+    pub runtime: RuntimeConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "default".to_string(),
+            seed: 0,
+            env: EnvConfig::from_name("darkroom").expect("darkroom is a known env"),
+            model: ModelConfig::default(),
+            method: Method::Relic(PpoConfig::default()),
+            eval: EvalConfig::default(),
+            logging: LoggingConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Short method name for run folders and reports.
+    pub fn method_name(&self) -> &'static str {
+        match &self.method {
+            Method::Relic(_) => "relic",
+        }
+    }
+}
+
+/// The training method.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub enum Method {
+    /// ReLIC: PPO over multi-episode trials with partial updates.
+    Relic(PpoConfig),
+}
+
+/// PPO over long multi-episode trials with partial updates (ReLIC). Defaults follow ReLIC's
+/// Dark Room setting where REFERENCES.md gives one, else its official PPO config.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PpoConfig {
+    /// Total environment steps to train for (all envs together).
+    pub total_steps: u64,
+    /// Parallel environments (one trial each per rollout).
+    pub num_envs: usize,
+    /// Steps per env in one rollout = the trial length T (many episodes on one task).
+    pub rollout_len: usize,
+    /// PPO updates inside one rollout (U): update k trains on steps [0, k*T/U) with the loss
+    /// on the newest T/U steps. 1 = no partial updates.
+    pub updates_per_rollout: usize,
+    /// After a partial update, shuffle each env's completed episodes inside its context (the
+    /// running episode stays last) before the cache is recomputed.
+    pub shuffle_episodes: bool,
+    /// Reset the context at every episode start (the single-episode transformer baseline).
+    pub reset_context_each_episode: bool,
+    /// Passes over the collected data per update.
+    pub epochs: usize,
+    /// Minibatches per epoch; each is a set of whole env sequences.
+    pub minibatches: usize,
+    /// Minibatches whose gradients are summed before one optimiser step.
+    pub grad_accum: usize,
+    /// Clipping range of the probability ratio.
+    pub clip: f64,
+    /// Clip the value update to this range around the old value (None = unclipped).
+    pub value_clip: Option<f64>,
+    /// Weight of the value loss.
+    pub value_coef: f64,
+    /// Weight of the entropy bonus.
+    pub entropy_coef: f64,
+    /// Normalise advantages per minibatch (ReLIC does not).
+    pub normalize_advantages: bool,
+    /// Discount factor.
+    pub gamma: f64,
+    /// GAE lambda.
+    pub gae_lambda: f64,
+    /// Peak learning rate of Adam.
+    pub lr: f64,
+    /// Adam epsilon.
+    pub adam_eps: f64,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// Linear warm-up length in env steps, from `lr * warmup_start_factor` to `lr`.
+    pub warmup_steps: u64,
+    /// Learning-rate factor at step 0 of the warm-up.
+    pub warmup_start_factor: f64,
+    /// Learning rate at the end of the cosine decay (reached at `total_steps`).
+    pub final_lr: f64,
+    /// Stop with an error after this many consecutive updates with a NaN/inf loss.
+    pub max_bad_updates: usize,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        PpoConfig {
+            total_steps: 2_000_000,
+            num_envs: 16,
+            rollout_len: 512,
+            updates_per_rollout: 4,
+            shuffle_episodes: true,
+            reset_context_each_episode: false,
+            epochs: 4,
+            minibatches: 4,
+            grad_accum: 1,
+            clip: 0.2,
+            value_clip: None,
+            value_coef: 0.5,
+            entropy_coef: 0.01,
+            normalize_advantages: false,
+            gamma: 0.99,
+            gae_lambda: 0.95,
+            lr: 2e-4,
+            adam_eps: 1e-5,
+            max_grad_norm: 0.2,
+            warmup_steps: 100_000,
+            warmup_start_factor: 1e-3,
+            final_lr: 1e-5,
+            max_bad_updates: 5,
+        }
+    }
+}
+
+impl Validate for PpoConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |field: &str, message: String| out.push((field.to_string(), message));
+        for (field, value) in [
+            ("num_envs", self.num_envs),
+            ("rollout_len", self.rollout_len),
+            ("updates_per_rollout", self.updates_per_rollout),
+            ("epochs", self.epochs),
+            ("minibatches", self.minibatches),
+            ("grad_accum", self.grad_accum),
+            ("max_bad_updates", self.max_bad_updates),
+        ] {
+            if value == 0 {
+                bad(field, "must be at least 1".into());
+            }
+        }
+        if self.total_steps == 0 {
+            bad("total_steps", "must be at least 1".into());
+        }
+        if self.updates_per_rollout > 0 && self.rollout_len % self.updates_per_rollout != 0 {
+            bad(
+                "updates_per_rollout",
+                format!(
+                    "rollout_len = {} is not divisible by updates_per_rollout = {}",
+                    self.rollout_len, self.updates_per_rollout
+                ),
+            );
+        }
+        if self.minibatches > 0 && self.num_envs > 0 && self.num_envs % self.minibatches != 0 {
+            bad(
+                "minibatches",
+                format!(
+                    "num_envs = {} is not divisible by minibatches = {} (minibatches are whole env sequences)",
+                    self.num_envs, self.minibatches
+                ),
+            );
+        }
+        for (field, value) in [
+            ("lr", self.lr),
+            ("adam_eps", self.adam_eps),
+            ("clip", self.clip),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                bad(field, format!("must be > 0, got {value}"));
+            }
+        }
+        if !(self.max_grad_norm.is_finite() && self.max_grad_norm > 0.0) {
+            bad(
+                "max_grad_norm",
+                format!("must be > 0, got {}", self.max_grad_norm),
+            );
+        }
+        if !(self.final_lr.is_finite() && self.final_lr >= 0.0 && self.final_lr <= self.lr) {
+            bad(
+                "final_lr",
+                format!("must be in [0, lr], got {}", self.final_lr),
+            );
+        }
+        if !(self.warmup_start_factor > 0.0 && self.warmup_start_factor <= 1.0) {
+            bad(
+                "warmup_start_factor",
+                format!("must be in (0, 1], got {}", self.warmup_start_factor),
+            );
+        }
+        for (field, value) in [("gamma", self.gamma), ("gae_lambda", self.gae_lambda)] {
+            if !(0.0..=1.0).contains(&value) {
+                bad(field, format!("must be in [0, 1], got {value}"));
+            }
+        }
+        for (field, value) in [
+            ("value_coef", self.value_coef),
+            ("entropy_coef", self.entropy_coef),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                bad(field, format!("must be >= 0, got {value}"));
+            }
+        }
+        if let Some(v) = self.value_clip {
+            if !(v.is_finite() && v > 0.0) {
+                bad("value_clip", format!("must be > 0 when set, got {v}"));
+            }
+        }
+        out
+    }
+}
+
+/// Which tasks evaluation runs on.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalSplit {
+    /// The held-out tasks.
+    Test,
+    /// The training tasks.
+    Train,
+}
+
+/// In-context evaluation: N trials per task, E episodes per trial, context carried across
+/// episodes; the result is return (and success) per episode index with 95% intervals.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Evaluate every this many env steps of training (0 = only at the end).
+    pub every_steps: u64,
+    /// Task split to evaluate on.
+    pub split: EvalSplit,
+    /// At most this many tasks of the split (None = all).
+    pub max_tasks: Option<usize>,
+    /// Trials per task.
+    pub trials_per_task: usize,
+    /// Episodes per trial (the length of the in-context curve).
+    pub episodes_per_trial: usize,
+    /// Act greedily (argmax) instead of sampling.
+    pub greedy: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            every_steps: 0,
+            split: EvalSplit::Test,
+            max_tasks: None,
+            trials_per_task: 1,
+            episodes_per_trial: 10,
+            greedy: false,
+        }
+    }
+}
+
+impl Validate for EvalConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.trials_per_task == 0 {
+            out.push(("trials_per_task".into(), "must be at least 1".into()));
+        }
+        if self.episodes_per_trial == 0 {
+            out.push(("episodes_per_trial".into(), "must be at least 1".into()));
+        }
+        if self.max_tasks == Some(0) {
+            out.push(("max_tasks".into(), "must be at least 1 when set".into()));
+        }
+        out
+    }
+}
+
+/// What to do when writing logs fails (disk full, folder removed).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnLogError {
+    /// Stop the run cleanly (a checkpoint is still attempted) with an error.
+    Stop,
+    /// Print one warning and continue without logging.
+    Continue,
+}
+
+/// TensorBoard and console output.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Write TensorBoard event files into the run folder.
+    pub tensorboard: bool,
+    /// What to do when writing logs fails.
+    pub on_error: OnLogError,
+    /// Log rendered frames (image envs) every this many updates (0 = never).
+    pub frames_every_updates: usize,
+    /// Show a progress bar (only ever drawn on a terminal).
+    pub progress: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            tensorboard: true,
+            on_error: OnLogError::Stop,
+            frames_every_updates: 0,
+            progress: true,
+        }
+    }
+}
+
+/// Checkpoint schedule and retention.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Save every this many updates (0 = only at the end and on interruption).
+    pub every_updates: usize,
+    /// Keep the last K checkpoints.
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            every_updates: 20,
+            keep_last: 3,
+        }
+    }
+}
+
+impl Validate for CheckpointConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        if self.keep_last == 0 {
+            vec![("keep_last".into(), "must be at least 1".into())]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// Device and threads.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// `auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`; `--device` overrides it.
+    pub device: String,
+    /// libtorch intra-op threads (0 = the cores available to the process).
+    pub torch_threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            device: "auto".to_string(),
+            torch_threads: 0,
+        }
+    }
+}
+
+impl Validate for RuntimeConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        match crate::info::parse_device(&self.device) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![("device".into(), e.to_string())],
+        }
+    }
+}
+
+/// The env's own validation paths start with its variant name (`DarkRoom.size`); in the file
+/// and in `--set` paths the variant is transparent (`env.size`).
+fn env_problems(env: &EnvConfig) -> Vec<(String, String)> {
+    env.validate()
+        .into_iter()
+        .map(|(path, message)| {
+            let path = match path.split_once('.') {
+                Some((head, rest)) if head.chars().next().is_some_and(char::is_uppercase) => {
+                    rest.to_string()
+                }
+                _ => path,
+            };
+            (path, message)
+        })
+        .collect()
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.name.is_empty() {
+            out.push(("name".to_string(), "must not be empty".to_string()));
+        }
+        out.extend(prefixed("env", env_problems(&self.env)));
+        out.extend(prefixed("model", self.model.validate()));
+        match &self.method {
+            Method::Relic(ppo) => out.extend(prefixed("method", ppo.validate())),
+        }
+        out.extend(prefixed("eval", self.eval.validate()));
+        out.extend(prefixed("checkpoint", self.checkpoint.validate()));
+        out.extend(prefixed("runtime", self.runtime.validate()));
+        out
+    }
+}
