@@ -25,7 +25,7 @@ pub const TEST_TASK_BASE: u64 = 1 << 40;
 /// Largest number of arms.
 pub const MAX_ARMS: usize = 1024;
 /// Purpose tag of the arm-mean RNG.
-const MEANS_TAG: u64 = 0xBA4D_17;
+const MEANS_TAG: u64 = 0x00BA_4D17;
 
 /// DPT's Gaussian bandit.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -212,9 +212,9 @@ impl VecEnv for BanditVecEnv {
         let k = self.cfg.arms;
         let sigma = self.cfg.noise_std;
         let horizon = self.cfg.horizon as u32;
-        for i in 0..n {
+        for (i, &action) in actions.iter().enumerate() {
             let noise: f32 = self.rngs[i].sample(StandardNormal);
-            out.reward[i] = self.means[i * k + actions[i] as usize] + sigma * noise;
+            out.reward[i] = self.means[i * k + action as usize] + sigma * noise;
             let t = self.t[i] + 1;
             let trunc = t >= horizon;
             self.t[i] = if trunc { 0 } else { t };

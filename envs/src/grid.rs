@@ -523,10 +523,10 @@ impl VecEnv for GridVecEnv {
         let horizon = self.rules.horizon as u32;
         let random_start = self.rules.start == StartRule::Random;
         let key = self.rules.key_to_door;
-        for i in 0..n {
+        for (i, &action) in actions.iter().enumerate() {
             let tr = self
                 .rules
-                .step_unchecked(&self.tasks[i], self.states[i], actions[i]);
+                .step_unchecked(&self.tasks[i], self.states[i], action);
             let t = self.t[i] + 1;
             let truncated = !tr.terminated && t >= horizon;
             out.reward[i] = tr.reward;

@@ -30,7 +30,7 @@ pub const NAV_RES: f32 = 0.25;
 /// approach cell of it (geodesic distance 0).
 pub const APPROACH_RADIUS: f32 = 0.5;
 /// Purpose tag of the house RNG.
-const HOUSE_TAG: u64 = 0x4805_5E;
+const HOUSE_TAG: u64 = 0x0048_055E;
 
 /// An object category: name, colour, footprint and height.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -707,8 +707,8 @@ impl VecEnv for HouseNavVecEnv {
         check_actions(&self.spec, n, actions)?;
         out.fit(&self.spec, n);
         let horizon = self.spec.horizon as u32;
-        for i in 0..n {
-            let a = actions[i];
+        for (i, &action) in actions.iter().enumerate() {
+            let a = action;
             if a == STOP {
                 self.count_visible(i);
             }

@@ -26,6 +26,8 @@
 //! geometry, renderer and shortest paths), [`house`] (procedural houses) and [`tools`]
 //! (transcripts, PNG frames, benchmarks).
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 
 pub mod bandit;

@@ -376,8 +376,8 @@ impl VecEnv for OneRoomVecEnv {
         check_actions(&self.spec, n, actions)?;
         out.fit(&self.spec, n);
         let horizon = self.spec.horizon as u32;
-        for i in 0..n {
-            let (p, r) = self.world.step(&self.poses[i], self.task[i], actions[i]);
+        for (i, &action) in actions.iter().enumerate() {
+            let (p, r) = self.world.step(&self.poses[i], self.task[i], action);
             let t = self.t[i] + 1;
             let trunc = t >= horizon;
             out.reward[i] = r;

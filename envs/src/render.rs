@@ -79,9 +79,9 @@ impl Renderer {
         if !(p.hfov_deg > 1.0 && p.hfov_deg < 179.0) {
             errs.push(format!("hfov_deg must be in (1, 179), got {}", p.hfov_deg));
         }
-        if !(p.camera_height.is_finite() && p.camera_height > 0.0)
-            || !(p.fog.is_finite() && p.fog >= 0.0)
-        {
+        let cam_ok = p.camera_height.is_finite() && p.camera_height > 0.0;
+        let fog_ok = p.fog.is_finite() && p.fog >= 0.0;
+        if !(cam_ok && fog_ok) {
             errs.push("camera_height must be > 0 and fog >= 0".to_string());
         }
         if !errs.is_empty() {
@@ -224,8 +224,7 @@ impl Renderer {
             let depth;
             if start_in_wall {
                 depth = NEAR;
-                let (r0, r1) = (0, h);
-                fill_column(rgb, ids, w, c, r0, r1, [0, 0, 0], 0);
+                fill_column((rgb, ids), w, c, (0, h), [0, 0, 0], 0);
             } else {
                 let ddx = if rdx == 0.0 {
                     f32::INFINITY
@@ -280,10 +279,10 @@ impl Renderer {
                 let frac = along - along.floor();
                 let mut f = self.shade_at(depth);
                 if hit_x_side {
-                    f = f * 205 >> 8;
+                    f = (f * 205) >> 8;
                 }
                 if !(0.03..=0.97).contains(&frac) {
-                    f = f * 140 >> 8;
+                    f = (f * 140) >> 8;
                 }
                 let pc = prev.1 as usize * scene.width + prev.0 as usize;
                 let base = scene
@@ -294,7 +293,7 @@ impl Renderer {
                 let col = scale(base, f);
                 let inv = focal / depth;
                 let (r0, r1) = self.rows(half - top_above * inv, half + cam_h * inv);
-                fill_column(rgb, ids, w, c, r0, r1, col, 0);
+                fill_column((rgb, ids), w, c, (r0, r1), col, 0);
             }
 
             // --- objects in front of the wall, painted far to near.
@@ -343,16 +342,16 @@ impl Renderer {
                 let top_near = half - (o.height - cam_h) * inv_n;
                 let mut f = self.shade_at(hit.t_near);
                 if hit.x_face {
-                    f = f * 205 >> 8;
+                    f = (f * 205) >> 8;
                 }
                 let (r0, r1) = self.rows(top_near, bottom);
-                fill_column(rgb, ids, w, c, r0, r1, scale(o.colour, f), id);
+                fill_column((rgb, ids), w, c, (r0, r1), scale(o.colour, f), id);
                 if o.height < cam_h {
                     // The top face shows between the far and the near top edges.
                     let top_far = half - (o.height - cam_h) * (focal / hit.t_far);
-                    let ft = (self.shade_at(hit.t_near) * 300 >> 8).min(320);
+                    let ft = ((self.shade_at(hit.t_near) * 300) >> 8).min(320);
                     let (r0, r1) = self.rows(top_far, top_near);
-                    fill_column(rgb, ids, w, c, r0, r1, scale(o.colour, ft), id);
+                    fill_column((rgb, ids), w, c, (r0, r1), scale(o.colour, ft), id);
                 }
             }
         }
@@ -417,14 +416,13 @@ fn scale(c: Rgb, f: u32) -> Rgb {
     ]
 }
 
+/// Paint rows `r0..r1` of column `c` with `col` and object id `id`.
 #[inline(always)]
 fn fill_column(
-    rgb: &mut [u8],
-    ids: &mut [u8],
+    (rgb, ids): (&mut [u8], &mut [u8]),
     w: usize,
     c: usize,
-    r0: usize,
-    r1: usize,
+    (r0, r1): (usize, usize),
     col: Rgb,
     id: u8,
 ) {
@@ -575,7 +573,7 @@ mod tests {
             heading: 0.0,
         };
         r.render(&s, &pose, &mut rgb, &mut ids).unwrap();
-        assert!(ids.iter().any(|&i| i == 1));
+        assert!(ids.contains(&1));
         // A wall column at x = 4 between camera and box.
         for y in 1..9 {
             s.set_wall(4, y, true);
