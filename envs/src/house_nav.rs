@@ -569,13 +569,16 @@ impl HouseNavVecEnv {
     fn start_episode(&mut self, i: usize) {
         let house = self.houses[i].clone();
         let rng = &mut self.rngs[i];
-        let present: Vec<usize> = (0..house.present.len())
-            .filter(|&c| house.present[c])
-            .collect();
-        let target = if present.is_empty() {
+        // The k-th present category, without allocating.
+        let npresent = house.present.iter().filter(|&&p| p).count();
+        let target = if npresent == 0 {
             0
         } else {
-            present[rng.random_range(0..present.len())]
+            let k = rng.random_range(0..npresent);
+            (0..house.present.len())
+                .filter(|&c| house.present[c])
+                .nth(k)
+                .unwrap_or(0)
         };
         // Houses always have floor; `cell` 0 is only a guard against an empty list.
         let mut cell = house.start_cells.first().copied().unwrap_or(0);
