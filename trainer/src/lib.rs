@@ -10,3 +10,5 @@ pub mod run_dir;
 
 pub use config::Config;
 pub mod optim;
+pub mod ppo_math;
+pub mod stats;
