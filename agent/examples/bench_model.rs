@@ -8,8 +8,14 @@ fn main() -> anyhow::Result<()> {
     let mut opts = BenchModelOptions::default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
-        let [flag, value] = pair else { anyhow::bail!("flag {:?} needs a value", pair[0]) };
-        let n = || value.parse::<usize>().map_err(|e| anyhow::anyhow!("{flag} {value}: {e}"));
+        let [flag, value] = pair else {
+            anyhow::bail!("flag {:?} needs a value", pair[0])
+        };
+        let n = || {
+            value
+                .parse::<usize>()
+                .map_err(|e| anyhow::anyhow!("{flag} {value}: {e}"))
+        };
         match flag.as_str() {
             "--context" => opts.context = n()?,
             "--batch" => opts.batch = n()?,

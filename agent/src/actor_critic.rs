@@ -32,7 +32,12 @@ impl ActorCritic {
         Ok(ActorCritic {
             encoder: TokenEncoder::new(&(path / "token"), cfg, spec)?,
             trunk: Transformer::new(&(path / "trunk"), cfg)?,
-            actor: nn::linear(path / "actor", d, spec.num_actions as i64, Default::default()),
+            actor: nn::linear(
+                path / "actor",
+                d,
+                spec.num_actions as i64,
+                Default::default(),
+            ),
             critic: nn::linear(path / "critic", d, 1, Default::default()),
             spec: spec.clone(),
         })
@@ -55,12 +60,24 @@ impl ActorCritic {
         (logits, value)
     }
 
+    /// Errors unless the inputs fit the spec and the parameters are in `cfg.dtype`.
+    fn check(&self, x: &StepInputs) -> Result<()> {
+        let (want, have) = (self.config().dtype.kind(), self.actor.ws.kind());
+        ensure!(
+            want == have,
+            "model.dtype is {want:?} but the parameters are {have:?}; call vs.set_kind({want:?})"
+        );
+        x.check(&self.spec)
+    }
+
     /// Full causal forward over whole trials from their start (inputs `[B, T]`):
     /// (logits `[B, T, A]`, value `[B, T]`). `train` enables depth dropout.
     pub fn forward(&self, x: &StepInputs, train: bool) -> Result<(Tensor, Tensor)> {
-        x.check(&self.spec)?;
+        self.check(x)?;
         let tokens = self.encoder.forward(x);
-        let h = self.trunk.forward(&tokens, &x.episode_index, &x.step_in_episode, train)?;
+        let h = self
+            .trunk
+            .forward(&tokens, &x.episode_index, &x.step_in_episode, train)?;
         Ok(self.heads(&h))
     }
 
@@ -69,15 +86,22 @@ impl ActorCritic {
     /// `t = chunk`.
     pub fn decode(&self, cache: &mut KvCache, x: &StepInputs) -> Result<(Tensor, Tensor)> {
         let _no_grad = tch::no_grad_guard();
-        x.check(&self.spec)?;
+        self.check(x)?;
         let tokens = self.encoder.forward(x);
-        let h = self.trunk.decode(&tokens, &x.episode_index, &x.step_in_episode, cache)?;
+        let h = self
+            .trunk
+            .decode(&tokens, &x.episode_index, &x.step_in_episode, cache)?;
         Ok(self.heads(&h))
     }
 
     /// Appends a long prefix `[B, T]` in chunks of `chunk` steps; returns (logits
     /// `[B, T, A]`, value `[B, T]`) of all of it.
-    pub fn prefill(&self, cache: &mut KvCache, x: &StepInputs, chunk: usize) -> Result<(Tensor, Tensor)> {
+    pub fn prefill(
+        &self,
+        cache: &mut KvCache,
+        x: &StepInputs,
+        chunk: usize,
+    ) -> Result<(Tensor, Tensor)> {
         ensure!(chunk > 0, "prefill chunk must be at least 1");
         let (_, t) = x.batch_time();
         let (mut logits, mut values) = (Vec::new(), Vec::new());
@@ -95,7 +119,12 @@ impl ActorCritic {
 
     /// After a policy update: empties every slot and prefills the whole prefix `[B, T]`
     /// with the current parameters; returns its (logits, values).
-    pub fn recompute(&self, cache: &mut KvCache, x: &StepInputs, chunk: usize) -> Result<(Tensor, Tensor)> {
+    pub fn recompute(
+        &self,
+        cache: &mut KvCache,
+        x: &StepInputs,
+        chunk: usize,
+    ) -> Result<(Tensor, Tensor)> {
         cache.reset_all();
         self.prefill(cache, x, chunk)
     }

@@ -55,7 +55,10 @@ impl Default for BenchModelOptions {
             device: "cpu".into(),
             dtype: None,
             positional: PosEncoding::EpisodeRope,
-            sink: Sink::SinkKv { k: SinkInit::Learned, v: SinkInit::Zero },
+            sink: Sink::SinkKv {
+                k: SinkInit::Learned,
+                v: SinkInit::Zero,
+            },
             train_warmup: 1,
             train_iters: 2,
             decode_steps: 64,
@@ -75,7 +78,10 @@ pub fn parse_device(name: &str) -> Result<Device> {
     };
     if let Device::Cuda(i) = device {
         let n = tch::Cuda::device_count();
-        ensure!((i as i64) < n, "device {name} requested but {n} CUDA devices are available");
+        ensure!(
+            (i as i64) < n,
+            "device {name} requested but {n} CUDA devices are available"
+        );
     }
     Ok(device)
 }
@@ -109,12 +115,17 @@ fn reset_cpu_peak() {
 /// nvidia-smi; None when it is unavailable.
 fn cuda_used_bytes() -> Option<u64> {
     let out = std::process::Command::new("nvidia-smi")
-        .args(["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])
+        .args([
+            "--query-compute-apps=pid,used_memory",
+            "--format=csv,noheader,nounits",
+        ])
         .output()
         .ok()?;
     let me = std::process::id().to_string();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let line = text.lines().find(|l| l.split(',').next().map(str::trim) == Some(me.as_str()))?;
+    let line = text
+        .lines()
+        .find(|l| l.split(',').next().map(str::trim) == Some(me.as_str()))?;
     let mib: u64 = line.split(',').nth(1)?.trim().parse().ok()?;
     Some(mib * 1024 * 1024)
 }
@@ -134,8 +145,12 @@ fn sync(device: Device) {
 
 /// Random trial inputs `[B, T]`: episodes of 500 steps, 7 actions, 16-d vectors.
 fn bench_inputs(b: i64, t: i64, spec: &ObsSpec, device: Device) -> StepInputs {
-    let step = Tensor::arange(t, (Kind::Int64, device)).remainder(500).expand([b, t], true);
-    let episode = Tensor::arange(t, (Kind::Int64, device)).floor_divide_scalar(500).expand([b, t], true);
+    let step = Tensor::arange(t, (Kind::Int64, device))
+        .remainder(500)
+        .expand([b, t], true);
+    let episode = Tensor::arange(t, (Kind::Int64, device))
+        .floor_divide_scalar(500)
+        .expand([b, t], true);
     StepInputs {
         vector: Tensor::randn([b, t, spec.vector_dim as i64], (Kind::Float, device)),
         image: None,
@@ -149,7 +164,11 @@ fn bench_inputs(b: i64, t: i64, spec: &ObsSpec, device: Device) -> StepInputs {
 /// Runs the model benchmark; returns one JSON object.
 pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
     let device = parse_device(&opts.device)?;
-    let dtype = opts.dtype.unwrap_or(if device == Device::Cpu { DType::F32 } else { DType::Bf16 });
+    let dtype = opts.dtype.unwrap_or(if device == Device::Cpu {
+        DType::F32
+    } else {
+        DType::Bf16
+    });
     let cfg = ModelConfig {
         layers: opts.layers,
         heads: opts.heads,
@@ -163,14 +182,25 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
         ..ModelConfig::default()
     };
     cfg.check()?;
-    ensure!(opts.context > 0 && opts.batch > 0, "context and batch must be at least 1");
-    let spec = ObsSpec { vector_dim: 16, image: None, num_actions: 7 };
+    ensure!(
+        opts.context > 0 && opts.batch > 0,
+        "context and batch must be at least 1"
+    );
+    let spec = ObsSpec {
+        vector_dim: 16,
+        image: None,
+        num_actions: 7,
+    };
     let mut vs = nn::VarStore::new(device);
     let model = ActorCritic::new(&vs.root(), &cfg, &spec)?;
     if dtype == DType::Bf16 {
         vs.set_kind(Kind::BFloat16);
     }
-    let params: i64 = vs.trainable_variables().iter().map(|v| v.numel() as i64).sum();
+    let params: i64 = vs
+        .trainable_variables()
+        .iter()
+        .map(|v| v.numel() as i64)
+        .sum();
     let (b, n) = (opts.batch as i64, opts.context as i64);
     let mut report = json!({
         "bench": "model", "device": opts.device, "dtype": format!("{dtype:?}"),
@@ -184,10 +214,12 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
     // decode call (one query, boolean mask).
     let (h, hd) = (cfg.heads as i64, cfg.head_dim() as i64);
     let q = Tensor::zeros([b, h, n, hd], (dtype.kind(), device));
-    let train_backend = Tensor::internal_fused_sdp_choice(&q, &q, &q, None::<Tensor>, 0.0, true, None, false);
+    let train_backend =
+        Tensor::internal_fused_sdp_choice(&q, &q, &q, None::<Tensor>, 0.0, true, None, false);
     let q1 = q.narrow(2, 0, 1);
     let mask = Tensor::ones([b, 1, 1, n], (Kind::Bool, device));
-    let decode_backend = Tensor::internal_fused_sdp_choice(&q1, &q, &q, Some(&mask), 0.0, false, None, false);
+    let decode_backend =
+        Tensor::internal_fused_sdp_choice(&q1, &q, &q, Some(&mask), 0.0, false, None, false);
     report["attention_backend_train"] = json!(backend_name(train_backend));
     report["attention_backend_decode"] = json!(backend_name(decode_backend));
     drop((q, q1, mask));

@@ -85,7 +85,9 @@ impl KvCache {
 
     /// Tokens a slot currently holds: `min(appended since reset, capacity)`.
     pub fn held(&self, slot: usize) -> usize {
-        self.lengths.get(slot).map_or(0, |&n| n.min(self.capacity) as usize)
+        self.lengths
+            .get(slot)
+            .map_or(0, |&n| n.min(self.capacity) as usize)
     }
 
     /// The device the cache lives on.
@@ -101,7 +103,11 @@ impl KvCache {
 
     /// Empties one slot (a trial boundary); the other slots are untouched.
     pub fn reset_slot(&mut self, slot: usize) -> Result<()> {
-        ensure!(slot < self.batch(), "KV cache: slot {slot} out of range (batch {})", self.batch());
+        ensure!(
+            slot < self.batch(),
+            "KV cache: slot {slot} out of range (batch {})",
+            self.batch()
+        );
         self.lengths[slot] = 0;
         let _ = self.entry_position.get(slot as i64).fill_(-1);
         Ok(())
@@ -149,15 +155,26 @@ impl KvCache {
         let b = self.batch() as i64;
         let slot = Tensor::arange(b, (Kind::Int64, device)).repeat_interleave_self_int(t, 0, None);
         let entry = position.remainder(self.capacity).reshape([b * t]);
-        WritePlan { position, slot, entry }
+        WritePlan {
+            position,
+            slot,
+            entry,
+        }
     }
 
     /// Records positions and episodes of the new tokens (before the layers run).
     pub(crate) fn write_metadata(&mut self, plan: &WritePlan, episode: &Tensor) {
-        let idx = [Some(plan.slot.shallow_clone()), Some(plan.entry.shallow_clone())];
+        let idx = [
+            Some(plan.slot.shallow_clone()),
+            Some(plan.entry.shallow_clone()),
+        ];
         let n = plan.slot.size()[0];
-        let _ = self.entry_position.index_put_(&idx, &plan.position.reshape([n]), false);
-        let _ = self.entry_episode.index_put_(&idx, &episode.reshape([n]), false);
+        let _ = self
+            .entry_position
+            .index_put_(&idx, &plan.position.reshape([n]), false);
+        let _ = self
+            .entry_episode
+            .index_put_(&idx, &episode.reshape([n]), false);
     }
 
     /// `[B, 1, t, S + C]` bool: which cache entries each new token attends to (after
@@ -176,7 +193,10 @@ impl KvCache {
             .logical_and(&entry_pos.le_tensor(&query_pos))
             .logical_and(&entry_pos.gt_tensor(&(&query_pos - self.capacity))); // [B, t, C]
         if !inter_episode {
-            let same = self.entry_episode.unsqueeze(1).eq_tensor(&episode.unsqueeze(2));
+            let same = self
+                .entry_episode
+                .unsqueeze(1)
+                .eq_tensor(&episode.unsqueeze(2));
             mask = mask.logical_and(&same);
         }
         if self.sink_slots > 0 {
@@ -203,15 +223,24 @@ impl KvCache {
             }
             // sink_k, sink_v: [H, hd] -> entry 0 of every slot.
             let shape = [1, self.heads, 1, self.head_dim];
-            let _ = keys.narrow(2, 0, 1).copy_(&sink_k.reshape(shape).to_kind(self.kind));
-            let _ = values.narrow(2, 0, 1).copy_(&sink_v.reshape(shape).to_kind(self.kind));
+            keys.narrow(2, 0, 1)
+                .copy_(&sink_k.reshape(shape).to_kind(self.kind));
+            values
+                .narrow(2, 0, 1)
+                .copy_(&sink_v.reshape(shape).to_kind(self.kind));
         }
         // [B, H, t, hd] -> [B * t, H, hd], slot-major like plan.slot / plan.entry.
         let flat = |x: &Tensor| {
             let s = x.size(); // [B, H, t, hd]
-            x.permute([0, 2, 1, 3]).reshape([s[0] * s[2], s[1], s[3]]).to_kind(self.kind)
+            x.permute([0, 2, 1, 3])
+                .reshape([s[0] * s[2], s[1], s[3]])
+                .to_kind(self.kind)
         };
-        let idx = [Some(plan.slot.shallow_clone()), None, Some(&plan.entry + self.sink_slots)];
+        let idx = [
+            Some(plan.slot.shallow_clone()),
+            None,
+            Some(&plan.entry + self.sink_slots),
+        ];
         let _ = keys.index_put_(&idx, &flat(k), false);
         let _ = values.index_put_(&idx, &flat(v), false);
         Ok(())
@@ -225,12 +254,16 @@ impl KvCache {
     /// Benchmark helper: marks every slot as holding `len` tokens (positions `0..len`,
     /// episode 0) without computing them; keys/values keep whatever they hold.
     pub fn fill_for_benchmark(&mut self, len: usize) -> Result<()> {
-        ensure!(len <= self.capacity as usize, "fill {len} exceeds capacity {}", self.capacity);
+        ensure!(
+            len <= self.capacity as usize,
+            "fill {len} exceeds capacity {}",
+            self.capacity
+        );
         let len = len as i64;
         let device = self.device();
         let _ = self.entry_position.fill_(-1);
         let positions = Tensor::arange(len, (Kind::Int64, device)).unsqueeze(0);
-        let _ = self.entry_position.narrow(1, 0, len).copy_(&positions);
+        self.entry_position.narrow(1, 0, len).copy_(&positions);
         let _ = self.entry_episode.fill_(0);
         self.lengths.iter_mut().for_each(|n| *n = len);
         Ok(())

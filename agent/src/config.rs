@@ -119,7 +119,10 @@ impl Default for ModelConfig {
             d_model: 64,
             mlp_hidden: 256,
             positional: PosEncoding::EpisodeRope,
-            sink: Sink::SinkKv { k: SinkInit::Learned, v: SinkInit::Zero },
+            sink: Sink::SinkKv {
+                k: SinkInit::Learned,
+                v: SinkInit::Zero,
+            },
             depth_dropout: 0.1,
             inter_episode_attention: true,
             max_positions: 4096,
@@ -135,7 +138,13 @@ impl Default for ModelConfig {
 impl ModelConfig {
     /// ReLIC's "transformer_small": 4 layers, 8 heads, width 256, MLP 1024.
     pub fn relic_small() -> Self {
-        ModelConfig { layers: 4, heads: 8, d_model: 256, mlp_hidden: 1024, ..Self::default() }
+        ModelConfig {
+            layers: 4,
+            heads: 8,
+            d_model: 256,
+            mlp_hidden: 1024,
+            ..Self::default()
+        }
     }
 
     /// Width of one attention head.
@@ -158,24 +167,55 @@ impl ModelConfig {
                 bad(field, "must be at least 1".into());
             }
         }
-        if self.heads > 0 && self.d_model % self.heads != 0 {
-            bad("d_model", format!("{} is not divisible by heads = {}", self.d_model, self.heads));
+        if self.heads > 0 && !self.d_model.is_multiple_of(self.heads) {
+            bad(
+                "d_model",
+                format!(
+                    "{} is not divisible by heads = {}",
+                    self.d_model, self.heads
+                ),
+            );
         }
-        let rotary = matches!(self.positional, PosEncoding::Rope | PosEncoding::EpisodeRope);
-        if rotary && self.heads > 0 && self.d_model % self.heads == 0 && self.head_dim() % 2 != 0 {
-            bad("heads", format!("rotary positions need an even head_dim, got {}", self.head_dim()));
+        let rotary = matches!(
+            self.positional,
+            PosEncoding::Rope | PosEncoding::EpisodeRope
+        );
+        if rotary
+            && self.heads > 0
+            && self.d_model.is_multiple_of(self.heads)
+            && !self.head_dim().is_multiple_of(2)
+        {
+            bad(
+                "heads",
+                format!(
+                    "rotary positions need an even head_dim, got {}",
+                    self.head_dim()
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.depth_dropout) {
-            bad("depth_dropout", format!("{} is outside [0, 1)", self.depth_dropout));
+            bad(
+                "depth_dropout",
+                format!("{} is outside [0, 1)", self.depth_dropout),
+            );
         }
         if self.positional == PosEncoding::Learned && self.max_positions == 0 {
-            bad("max_positions", "must be at least 1 with positional: Learned".into());
+            bad(
+                "max_positions",
+                "must be at least 1 with positional: Learned".into(),
+            );
         }
         if self.positional == PosEncoding::EpisodeRope && self.max_episode_steps == 0 {
-            bad("max_episode_steps", "must be at least 1 with positional: EpisodeRope".into());
+            bad(
+                "max_episode_steps",
+                "must be at least 1 with positional: EpisodeRope".into(),
+            );
         }
         if rotary && !(self.rope_base.is_finite() && self.rope_base > 1.0) {
-            bad("rope_base", format!("{} must be a finite number > 1", self.rope_base));
+            bad(
+                "rope_base",
+                format!("{} must be a finite number > 1", self.rope_base),
+            );
         }
         for (i, &c) in self.cnn_channels.iter().enumerate() {
             if c == 0 {
@@ -191,7 +231,10 @@ impl ModelConfig {
         if errors.is_empty() {
             return Ok(());
         }
-        let lines: Vec<String> = errors.iter().map(|(f, m)| format!("model.{f}: {m}")).collect();
+        let lines: Vec<String> = errors
+            .iter()
+            .map(|(f, m)| format!("model.{f}: {m}"))
+            .collect();
         anyhow::bail!("invalid model config:\n  {}", lines.join("\n  "))
     }
 }
@@ -210,13 +253,19 @@ pub struct ObsSpec {
 impl ObsSpec {
     /// Errors for specs no encoder can be built from.
     pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.num_actions > 0, "observation spec: num_actions must be at least 1");
+        anyhow::ensure!(
+            self.num_actions > 0,
+            "observation spec: num_actions must be at least 1"
+        );
         anyhow::ensure!(
             self.vector_dim > 0 || self.image.is_some(),
             "observation spec: needs a vector (vector_dim > 0) or an image"
         );
         if let Some((h, w)) = self.image {
-            anyhow::ensure!(h > 0 && w > 0, "observation spec: image size {h}x{w} is empty");
+            anyhow::ensure!(
+                h > 0 && w > 0,
+                "observation spec: image size {h}x{w} is empty"
+            );
         }
         Ok(())
     }

@@ -33,14 +33,22 @@ impl GruPolicy {
         let (d, h) = (cfg.d_model as i64, hidden as i64);
         let g = path / "gru";
         let bound = 1.0 / (h as f64).sqrt();
-        let init = nn::Init::Uniform { lo: -bound, up: bound };
+        let init = nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
         Ok(GruPolicy {
             encoder: TokenEncoder::new(&(path / "token"), cfg, spec)?,
             weight_ih: g.var("weight_ih", &[3 * h, d], init),
             weight_hh: g.var("weight_hh", &[3 * h, h], init),
             bias_ih: g.var("bias_ih", &[3 * h], init),
             bias_hh: g.var("bias_hh", &[3 * h], init),
-            actor: nn::linear(path / "actor", h, spec.num_actions as i64, Default::default()),
+            actor: nn::linear(
+                path / "actor",
+                h,
+                spec.num_actions as i64,
+                Default::default(),
+            ),
             critic: nn::linear(path / "critic", h, 1, Default::default()),
             hidden: h,
             spec: spec.clone(),
@@ -49,15 +57,29 @@ impl GruPolicy {
 
     /// A zero hidden state `[B, hidden]` on the parameters' device and kind.
     pub fn initial_state(&self, batch: usize) -> Tensor {
-        Tensor::zeros([batch as i64, self.hidden], (self.weight_hh.kind(), self.weight_hh.device()))
+        Tensor::zeros(
+            [batch as i64, self.hidden],
+            (self.weight_hh.kind(), self.weight_hh.device()),
+        )
     }
 
     fn cell(&self, token: &Tensor, h: &Tensor) -> Tensor {
-        token.gru_cell(h, &self.weight_ih, &self.weight_hh, Some(&self.bias_ih), Some(&self.bias_hh))
+        token.gru_cell(
+            h,
+            &self.weight_ih,
+            &self.weight_hh,
+            Some(&self.bias_ih),
+            Some(&self.bias_hh),
+        )
     }
 
     fn check_state(&self, h: &Tensor, b: i64) -> Result<()> {
-        ensure!(h.size() == [b, self.hidden], "hidden state must be [{b}, {}], got {:?}", self.hidden, h.size());
+        ensure!(
+            h.size() == [b, self.hidden],
+            "hidden state must be [{b}, {}], got {:?}",
+            self.hidden,
+            h.size()
+        );
         Ok(())
     }
 
@@ -78,11 +100,20 @@ impl GruPolicy {
     /// Sequence forward: inputs `[B, T]`, initial hidden `h0: [B, hidden]`, `reset: [B, T]`
     /// bool (true = zero the hidden state before that step) -> (logits `[B, T, A]`, value
     /// `[B, T]`, final hidden).
-    pub fn forward_sequence(&self, x: &StepInputs, h0: &Tensor, reset: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    pub fn forward_sequence(
+        &self,
+        x: &StepInputs,
+        h0: &Tensor,
+        reset: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         x.check(&self.spec)?;
         let (b, t) = x.batch_time();
         self.check_state(h0, b)?;
-        ensure!(reset.size() == [b, t], "reset must be [B, T] = [{b}, {t}], got {:?}", reset.size());
+        ensure!(
+            reset.size() == [b, t],
+            "reset must be [B, T] = [{b}, {t}], got {:?}",
+            reset.size()
+        );
         let tokens = self.encoder.forward(x); // [B, T, D]
         let keep = reset.logical_not().to_kind(h0.kind()).unsqueeze(-1); // [B, T, 1]
         let mut h = h0.shallow_clone();

@@ -5,9 +5,9 @@
 //! - [`ActorCritic`]: step tokens -> [`Transformer`] -> actor and critic heads; full causal
 //!   [`ActorCritic::forward`] for training and cached [`ActorCritic::decode`] for rollouts.
 //! - [`KvCache`]: batched per-env ring buffers with independent resets and a sliding window.
-//! - [`SequenceModel`]: DPT's transition-token model.
-//! - [`GruPolicy`]: RL².
-//! - [`bench_model`]: `icrl bench model`.
+//! - [`SequenceModel`], DPT's transition-token model.
+//! - [`GruPolicy`], the RL² baseline.
+//! - [`bench_model`] behind `icrl bench model`.
 //!
 //! Parameters live in a tch `VarStore` under names that follow the module tree
 //! ("trunk.layers.0.attn.wq.weight"), so safetensors checkpoints map 1:1.
@@ -28,4 +28,6 @@ pub use config::{DType, ModelConfig, ObsSpec, PosEncoding, Sink, SinkInit};
 pub use gru::GruPolicy;
 pub use sequence::SequenceModel;
 pub use tokens::{ImageCnn, StepInputs, TokenEncoder};
-pub use transformer::{causal_attention, Attention, Block, Mlp, RmsNorm, Rotary, SinkKv, Transformer};
+pub use transformer::{
+    causal_attention, Attention, Block, Mlp, RmsNorm, Rotary, SinkKv, Transformer,
+};

@@ -24,13 +24,21 @@ pub struct SequenceModel {
 impl SequenceModel {
     /// Builds the model for states of `state_dim` and `num_actions` actions. Positional
     /// encoding must be None, Learned or Rope (contexts have no episodes).
-    pub fn new(path: &nn::Path, cfg: &ModelConfig, state_dim: usize, num_actions: usize) -> Result<Self> {
+    pub fn new(
+        path: &nn::Path,
+        cfg: &ModelConfig,
+        state_dim: usize,
+        num_actions: usize,
+    ) -> Result<Self> {
         cfg.check()?;
         ensure!(
             cfg.positional != PosEncoding::EpisodeRope,
             "model.positional: EpisodeRope needs episodes; use None, Learned or Rope for DPT"
         );
-        ensure!(state_dim > 0 && num_actions > 0, "DPT needs state_dim > 0 and num_actions > 0");
+        ensure!(
+            state_dim > 0 && num_actions > 0,
+            "DPT needs state_dim > 0 and num_actions > 0"
+        );
         let (s, a, d) = (state_dim as i64, num_actions as i64, cfg.d_model as i64);
         Ok(SequenceModel {
             transition: nn::linear(path / "transition", 2 * s + a + 1, d, Default::default()),
@@ -56,22 +64,53 @@ impl SequenceModel {
         let (s, a) = (self.state_dim, self.num_actions);
         let b = query.size().first().copied().unwrap_or(0);
         let t = actions.size().get(1).copied().unwrap_or(0);
-        ensure!(query.size() == [b, s], "query must be [B, {s}], got {:?}", query.size());
-        ensure!(actions.size() == [b, t], "actions must be [B, T], got {:?}", actions.size());
+        ensure!(
+            query.size() == [b, s],
+            "query must be [B, {s}], got {:?}",
+            query.size()
+        );
+        ensure!(
+            actions.size() == [b, t],
+            "actions must be [B, T], got {:?}",
+            actions.size()
+        );
         ensure!(actions.kind() == Kind::Int64, "actions must be i64");
-        ensure!(rewards.size() == [b, t], "rewards must be [B, T], got {:?}", rewards.size());
+        ensure!(
+            rewards.size() == [b, t],
+            "rewards must be [B, T], got {:?}",
+            rewards.size()
+        );
         for (name, x) in [("states", states), ("next_states", next_states)] {
-            ensure!(x.size() == [b, t, s], "{name} must be [B, T, {s}] = [{b}, {t}, {s}], got {:?}", x.size());
+            ensure!(
+                x.size() == [b, t, s],
+                "{name} must be [B, T, {s}] = [{b}, {t}, {s}], got {:?}",
+                x.size()
+            );
         }
         if b * t > 0 {
-            let (lo, hi) = (actions.min().int64_value(&[]), actions.max().int64_value(&[]));
-            ensure!(lo >= 0 && hi < a, "actions must lie in [0, {a}), got [{lo}, {hi}]");
+            let (lo, hi) = (
+                actions.min().int64_value(&[]),
+                actions.max().int64_value(&[]),
+            );
+            ensure!(
+                lo >= 0 && hi < a,
+                "actions must lie in [0, {a}), got [{lo}, {hi}]"
+            );
         }
         let kind = self.trunk.config().dtype.kind();
         let f = |x: &Tensor| x.to_kind(kind);
         let onehot = actions.one_hot(a).to_kind(kind); // [B, T, A]
-        let transitions = Tensor::cat(&[f(states), onehot, f(rewards).unsqueeze(-1), f(next_states)], 2);
-        let query = Tensor::cat(&[f(query), Tensor::zeros([b, s + a + 1], (kind, query.device()))], 1);
+        let transitions = Tensor::cat(
+            &[f(states), onehot, f(rewards).unsqueeze(-1), f(next_states)],
+            2,
+        );
+        let query = Tensor::cat(
+            &[
+                f(query),
+                Tensor::zeros([b, s + a + 1], (kind, query.device())),
+            ],
+            1,
+        );
         let inputs = Tensor::cat(&[query.unsqueeze(1), transitions], 1); // [B, T + 1, 2S + A + 1]
         let tokens = inputs.apply(&self.transition);
         let zeros = Tensor::zeros([b, t + 1], (Kind::Int64, query.device()));

@@ -26,7 +26,23 @@ impl StepInputs {
     /// `(B, T)` of these inputs.
     pub fn batch_time(&self) -> (i64, i64) {
         let s = self.prev_action.size();
-        (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(0))
+        (
+            s.first().copied().unwrap_or(0),
+            s.get(1).copied().unwrap_or(0),
+        )
+    }
+
+    /// The same inputs on `device`.
+    pub fn to_device(&self, device: tch::Device) -> StepInputs {
+        let d = |x: &Tensor| x.to_device(device);
+        StepInputs {
+            vector: d(&self.vector),
+            image: self.image.as_ref().map(d),
+            prev_action: d(&self.prev_action),
+            prev_reward: d(&self.prev_reward),
+            episode_index: d(&self.episode_index),
+            step_in_episode: d(&self.step_in_episode),
+        }
     }
 
     /// Tokens `start..start + len` of every sequence (a view, no copy).
@@ -60,16 +76,30 @@ impl StepInputs {
         let (b, t) = self.batch_time();
         let a = self.prev_action.size();
         ensure!(a.len() == 2, "prev_action must be [B, T], got {a:?}");
-        ensure!(self.prev_action.kind() == Kind::Int64, "prev_action must be i64");
+        ensure!(
+            self.prev_action.kind() == Kind::Int64,
+            "prev_action must be i64"
+        );
         for (name, x) in [
             ("prev_reward", &self.prev_reward),
             ("episode_index", &self.episode_index),
             ("step_in_episode", &self.step_in_episode),
         ] {
-            ensure!(x.size() == [b, t], "{name} must be [B, T] = [{b}, {t}], got {:?}", x.size());
+            ensure!(
+                x.size() == [b, t],
+                "{name} must be [B, T] = [{b}, {t}], got {:?}",
+                x.size()
+            );
         }
-        for (name, x) in [("episode_index", &self.episode_index), ("step_in_episode", &self.step_in_episode)] {
-            ensure!(x.kind() == Kind::Int64, "{name} must be i64, got {:?}", x.kind());
+        for (name, x) in [
+            ("episode_index", &self.episode_index),
+            ("step_in_episode", &self.step_in_episode),
+        ] {
+            ensure!(
+                x.kind() == Kind::Int64,
+                "{name} must be i64, got {:?}",
+                x.kind()
+            );
         }
         let v = spec.vector_dim as i64;
         ensure!(
@@ -80,17 +110,31 @@ impl StepInputs {
         match (&self.image, spec.image) {
             (Some(img), Some((h, w))) => {
                 let want = [b, t, h as i64, w as i64, 3];
-                ensure!(img.size() == want, "image must be {want:?}, got {:?}", img.size());
-                ensure!(img.kind() == Kind::Uint8, "image must be u8, got {:?}", img.kind());
+                ensure!(
+                    img.size() == want,
+                    "image must be {want:?}, got {:?}",
+                    img.size()
+                );
+                ensure!(
+                    img.kind() == Kind::Uint8,
+                    "image must be u8, got {:?}",
+                    img.kind()
+                );
             }
             (None, None) => {}
             (Some(_), None) => anyhow::bail!("inputs carry an image but the spec has none"),
             (None, Some(_)) => anyhow::bail!("the spec has an image but the inputs carry none"),
         }
         if b * t > 0 {
-            let (lo, hi) = (self.prev_action.min().int64_value(&[]), self.prev_action.max().int64_value(&[]));
+            let (lo, hi) = (
+                self.prev_action.min().int64_value(&[]),
+                self.prev_action.max().int64_value(&[]),
+            );
             let n = spec.num_actions as i64;
-            ensure!(lo >= 0 && hi <= n, "prev_action must lie in [0, {n}] (0 = episode start), got [{lo}, {hi}]");
+            ensure!(
+                lo >= 0 && hi <= n,
+                "prev_action must lie in [0, {n}] (0 = episode start), got [{lo}, {hi}]"
+            );
         }
         Ok(())
     }
@@ -106,21 +150,40 @@ pub struct ImageCnn {
 
 impl ImageCnn {
     fn new(p: nn::Path, cfg: &ModelConfig, (height, width): (usize, usize)) -> Self {
-        let conv_cfg = nn::ConvConfig { stride: 2, padding: 1, ..Default::default() };
+        let conv_cfg = nn::ConvConfig {
+            stride: 2,
+            padding: 1,
+            ..Default::default()
+        };
         let (mut c, mut h, mut w) = (3i64, height as i64, width as i64);
         let mut convs = Vec::new();
         for (i, &out) in cfg.cnn_channels.iter().enumerate() {
-            convs.push(nn::conv2d(&p / format!("conv{i}"), c, out as i64, 3, conv_cfg));
+            convs.push(nn::conv2d(
+                &p / format!("conv{i}"),
+                c,
+                out as i64,
+                3,
+                conv_cfg,
+            ));
             (c, h, w) = (out as i64, (h + 1) / 2, (w + 1) / 2); // ceil(h / 2) with k3 s2 p1
         }
-        let proj = nn::linear(&p / "proj", c * h * w, cfg.d_model as i64, Default::default());
+        let proj = nn::linear(
+            &p / "proj",
+            c * h * w,
+            cfg.d_model as i64,
+            Default::default(),
+        );
         ImageCnn { convs, proj }
     }
 
     /// `[B, T, H, W, 3]` u8 -> `[B, T, D]`.
     fn forward(&self, image: &Tensor, kind: Kind) -> Tensor {
         let s = image.size();
-        let mut x = image.reshape([s[0] * s[1], s[2], s[3], 3]).permute([0, 3, 1, 2]).to_kind(kind) / 255.0;
+        let mut x = image
+            .reshape([s[0] * s[1], s[2], s[3], 3])
+            .permute([0, 3, 1, 2])
+            .to_kind(kind)
+            / 255.0;
         for conv in &self.convs {
             x = x.apply(conv).relu();
         }
@@ -148,12 +211,23 @@ impl TokenEncoder {
         spec.check()?;
         let (d, hidden) = (cfg.d_model as i64, cfg.encoder_hidden as i64);
         let vector = (spec.vector_dim > 0).then(|| {
-            let fc1 = nn::linear(p / "vector" / "fc1", spec.vector_dim as i64, hidden, Default::default());
+            let fc1 = nn::linear(
+                p / "vector" / "fc1",
+                spec.vector_dim as i64,
+                hidden,
+                Default::default(),
+            );
             let fc2 = nn::linear(p / "vector" / "fc2", hidden, d, Default::default());
             (fc1, fc2)
         });
         let image = spec.image.map(|hw| ImageCnn::new(p / "image", cfg, hw));
-        let emb_cfg = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0., stdev: 0.02 }, ..Default::default() };
+        let emb_cfg = nn::EmbeddingConfig {
+            ws_init: nn::Init::Randn {
+                mean: 0.,
+                stdev: 0.02,
+            },
+            ..Default::default()
+        };
         Ok(TokenEncoder {
             vector,
             image,
@@ -166,9 +240,15 @@ impl TokenEncoder {
     /// Tokens `[B, T, D]` for (already checked) inputs.
     pub fn forward(&self, x: &StepInputs) -> Tensor {
         let reward = x.prev_reward.to_kind(self.kind).unsqueeze(-1); // [B, T, 1]
-        let mut token = x.prev_action.apply(&self.prev_action).to_kind(self.kind) + reward.apply(&self.prev_reward);
+        let mut token = x.prev_action.apply(&self.prev_action).to_kind(self.kind)
+            + reward.apply(&self.prev_reward);
         if let Some((fc1, fc2)) = &self.vector {
-            token += x.vector.to_kind(self.kind).apply(fc1).gelu("none").apply(fc2);
+            token += x
+                .vector
+                .to_kind(self.kind)
+                .apply(fc1)
+                .gelu("none")
+                .apply(fc2);
         }
         if let (Some(cnn), Some(img)) = (&self.image, &x.image) {
             token += cnn.forward(img, self.kind);

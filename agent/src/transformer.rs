@@ -7,12 +7,15 @@
 
 use crate::cache::{KvCache, WritePlan};
 use crate::config::{ModelConfig, PosEncoding, Sink, SinkInit};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use tch::{nn, Kind, Tensor};
 
 /// Linear layer without bias (all projections of the trunk).
 fn linear_no_bias(p: nn::Path, inputs: usize, outputs: usize) -> nn::Linear {
-    let cfg = nn::LinearConfig { bias: false, ..Default::default() };
+    let cfg = nn::LinearConfig {
+        bias: false,
+        ..Default::default()
+    };
     nn::linear(p, inputs as i64, outputs as i64, cfg)
 }
 
@@ -24,7 +27,9 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     fn new(p: nn::Path, dim: usize) -> Self {
-        RmsNorm { weight: p.ones("weight", &[dim as i64]) }
+        RmsNorm {
+            weight: p.ones("weight", &[dim as i64]),
+        }
     }
 
     /// `x / rms(x) * weight` over the last dimension.
@@ -53,7 +58,10 @@ impl Rotary {
         let inv_freq = (i * (-2.0 * base.ln() / head_dim as f64)).exp(); // [hd/2]
         let angles = positions.to_kind(Kind::Double).unsqueeze(-1) * inv_freq; // [B, T, hd/2]
         let table = |t: Tensor| t.to_kind(kind).unsqueeze(1); // [B, 1, T, hd/2]
-        Rotary { cos: table(angles.cos()), sin: table(angles.sin()) }
+        Rotary {
+            cos: table(angles.cos()),
+            sin: table(angles.sin()),
+        }
     }
 
     /// Rotates `x: [B, H, T, hd]` (half-split pairs: dim i pairs with dim i + hd/2).
@@ -117,7 +125,10 @@ impl Attention {
     /// `x: [B, T, D]` -> q, k, v `[B, H, T, hd]`, q and k rotated when `rotary` is given.
     fn project(&self, x: &Tensor, rotary: Option<&Rotary>) -> (Tensor, Tensor, Tensor) {
         let s = x.size();
-        let split = |y: Tensor| y.view([s[0], s[1], self.heads, self.head_dim]).transpose(1, 2);
+        let split = |y: Tensor| {
+            y.view([s[0], s[1], self.heads, self.head_dim])
+                .transpose(1, 2)
+        };
         let q = split(x.apply(&self.wq));
         let k = split(x.apply(&self.wk));
         let v = split(x.apply(&self.wv));
@@ -130,7 +141,9 @@ impl Attention {
     /// Heads `[B, H, T, hd]` -> output projection `[B, T, D]`.
     fn merge(&self, y: &Tensor) -> Tensor {
         let s = y.size();
-        y.transpose(1, 2).reshape([s[0], s[2], s[1] * s[3]]).apply(&self.wo)
+        y.transpose(1, 2)
+            .reshape([s[0], s[2], s[1] * s[3]])
+            .apply(&self.wo)
     }
 }
 
@@ -153,7 +166,10 @@ pub fn causal_attention(
         return sdpa(q, k, v);
     };
     let s = q.size(); // [B, H, T, hd]
-    let slot = |x: &Tensor| x.view([1, s[1], 1, s[3]]).expand([s[0], s[1], 1, s[3]], false);
+    let slot = |x: &Tensor| {
+        x.view([1, s[1], 1, s[3]])
+            .expand([s[0], s[1], 1, s[3]], false)
+    };
     let q = Tensor::cat(&[q.zeros_like().narrow(2, 0, 1), q.shallow_clone()], 2);
     let k = Tensor::cat(&[slot(&sink.k.to_kind(k.kind())), k.shallow_clone()], 2);
     let v = Tensor::cat(&[slot(&sink.v.to_kind(v.kind())), v.shallow_clone()], 2);
@@ -253,7 +269,13 @@ impl Block {
         let x = x + self.attn.merge(&v);
         let x = &x + self.mlp.forward(&self.mlp_norm.forward(&x));
         let (h, d) = (self.attn.heads, self.attn.head_dim);
-        (x, SinkKv { k: k.reshape([h, d]), v: v.reshape([h, d]) })
+        (
+            x,
+            SinkKv {
+                k: k.reshape([h, d]),
+                v: v.reshape([h, d]),
+            },
+        )
     }
 }
 
@@ -278,17 +300,34 @@ impl Transformer {
         cfg.check()?;
         let d = cfg.d_model as i64;
         let table = |name: &str, rows: usize| {
-            let init = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0., stdev: 0.02 }, ..Default::default() };
+            let init = nn::EmbeddingConfig {
+                ws_init: nn::Init::Randn {
+                    mean: 0.,
+                    stdev: 0.02,
+                },
+                ..Default::default()
+            };
             nn::embedding(p / name, rows as i64, d, init)
         };
-        let position = (cfg.positional == PosEncoding::Learned).then(|| table("position", cfg.max_positions));
+        let position =
+            (cfg.positional == PosEncoding::Learned).then(|| table("position", cfg.max_positions));
         let episode_step = (cfg.positional == PosEncoding::EpisodeRope)
             .then(|| table("episode_step", cfg.max_episode_steps));
-        let sink_token = (cfg.sink == Sink::SinkToken)
-            .then(|| p.var("sink_token", &[d], nn::Init::Randn { mean: 0., stdev: 0.02 }));
+        let sink_token = (cfg.sink == Sink::SinkToken).then(|| {
+            p.var(
+                "sink_token",
+                &[d],
+                nn::Init::Randn {
+                    mean: 0.,
+                    stdev: 0.02,
+                },
+            )
+        });
         Ok(Transformer {
             cfg: cfg.clone(),
-            layers: (0..cfg.layers).map(|i| Block::new(p / "layers" / i, cfg)).collect(),
+            layers: (0..cfg.layers)
+                .map(|i| Block::new(p / "layers" / i, cfg))
+                .collect(),
             norm: RmsNorm::new(p / "norm", cfg.d_model),
             position,
             episode_step,
@@ -314,7 +353,7 @@ impl Transformer {
         Ok(match self.cfg.positional {
             PosEncoding::None => (x.shallow_clone(), None),
             PosEncoding::Learned => {
-                let table = self.position.as_ref().expect("built with Learned");
+                let table = self.position.as_ref().context("no position table")?;
                 (x + index.apply(table).to_kind(kind), None)
             }
             PosEncoding::Rope => (x.shallow_clone(), Some(Rotary::new(index, hd, base, kind))),
@@ -325,7 +364,10 @@ impl Transformer {
                     lo >= 0 && hi < n,
                     "step_in_episode must lie in [0, {n}) (model.max_episode_steps), got [{lo}, {hi}]"
                 );
-                let table = self.episode_step.as_ref().expect("built with EpisodeRope");
+                let table = self
+                    .episode_step
+                    .as_ref()
+                    .context("no episode_step table")?;
                 let x = x + step.apply(table).to_kind(kind);
                 (x, Some(Rotary::new(episode, hd, base, kind)))
             }
@@ -340,12 +382,15 @@ impl Transformer {
         }
         let draws = Tensor::rand([n as i64], (Kind::Float, tch::Device::Cpu));
         let draws = Vec::<f32>::try_from(draws).unwrap_or_else(|_| vec![1.0; n]);
-        draws.iter().map(|&u| f64::from(u) >= self.cfg.depth_dropout).collect()
+        draws
+            .iter()
+            .map(|&u| f64::from(u) >= self.cfg.depth_dropout)
+            .collect()
     }
 
     /// Each block's sink key/value slot for this call (None without a sink, or for a
     /// dropped block). The sink token is run through the kept blocks on its own.
-    fn sink_slots(&self, kept: &[bool]) -> Vec<Option<SinkKv>> {
+    fn sink_slots(&self, kept: &[bool]) -> Result<Vec<Option<SinkKv>>> {
         let (h, d) = (self.cfg.heads as i64, self.cfg.head_dim() as i64);
         let mut slots = Vec::with_capacity(self.layers.len());
         match self.cfg.sink {
@@ -354,13 +399,21 @@ impl Transformer {
                 for (block, &keep) in self.layers.iter().zip(kept) {
                     let device = block.attn_norm.weight.device();
                     let zero = || Tensor::zeros([h, d], (Kind::Float, device));
-                    let k = block.attn.sink_k.as_ref().map_or_else(zero, |k| k.shallow_clone());
-                    let v = block.attn.sink_v.as_ref().map_or_else(zero, |v| v.shallow_clone());
+                    let k = block
+                        .attn
+                        .sink_k
+                        .as_ref()
+                        .map_or_else(zero, |k| k.shallow_clone());
+                    let v = block
+                        .attn
+                        .sink_v
+                        .as_ref()
+                        .map_or_else(zero, |v| v.shallow_clone());
                     slots.push(keep.then_some(SinkKv { k, v }));
                 }
             }
             Sink::SinkToken => {
-                let token = self.sink_token.as_ref().expect("built with SinkToken");
+                let token = self.sink_token.as_ref().context("no sink token")?;
                 let mut x = token.view([1, 1, -1]).to_kind(self.cfg.dtype.kind());
                 for (block, &keep) in self.layers.iter().zip(kept) {
                     if keep {
@@ -373,7 +426,7 @@ impl Transformer {
                 }
             }
         }
-        slots
+        Ok(slots)
     }
 
     /// Full causal forward over sequences from their start: `tokens: [B, T, D]`,
@@ -390,7 +443,10 @@ impl Transformer {
         let (b, t) = (s[0], s[1]);
         if self.cfg.positional == PosEncoding::Learned {
             let n = self.cfg.max_positions as i64;
-            ensure!(t <= n, "sequence of {t} tokens exceeds model.max_positions = {n}");
+            ensure!(
+                t <= n,
+                "sequence of {t} tokens exceeds model.max_positions = {n}"
+            );
         }
         let index = Tensor::arange(t, (Kind::Int64, tokens.device())).expand([b, t], false);
         let x = tokens.to_kind(self.cfg.dtype.kind());
@@ -398,7 +454,7 @@ impl Transformer {
         let mask = (!self.cfg.inter_episode_attention)
             .then(|| episode_mask(episode, self.cfg.sink.has_slot()));
         let kept = self.kept_layers(train);
-        let sinks = self.sink_slots(&kept);
+        let sinks = self.sink_slots(&kept)?;
         for ((block, keep), sink) in self.layers.iter().zip(&kept).zip(&sinks) {
             if *keep {
                 x = block.forward(&x, rotary.as_ref(), sink.as_ref(), mask.as_ref());
@@ -420,7 +476,10 @@ impl Transformer {
     ) -> Result<Tensor> {
         let _no_grad = tch::no_grad_guard();
         let s = tokens.size();
-        ensure!(s.len() == 3 && s[1] >= 1, "decode input must be [B, t >= 1, D], got {s:?}");
+        ensure!(
+            s.len() == 3 && s[1] >= 1,
+            "decode input must be [B, t >= 1, D], got {s:?}"
+        );
         cache.check_compatible(&self.cfg, s[0])?;
         let t = s[1];
         if cache.wraps_within(t) {
@@ -435,16 +494,27 @@ impl Transformer {
         if self.cfg.positional == PosEncoding::Learned {
             let longest = cache.lengths().iter().max().copied().unwrap_or(0) + t;
             let n = self.cfg.max_positions as i64;
-            ensure!(longest <= n, "a slot reaches {longest} tokens, beyond model.max_positions = {n}");
+            ensure!(
+                longest <= n,
+                "a slot reaches {longest} tokens, beyond model.max_positions = {n}"
+            );
         }
         let plan = cache.plan(t);
         let x = tokens.to_kind(self.cfg.dtype.kind());
         let (mut x, rotary) = self.positions(&x, &plan.position, episode, step)?;
         cache.write_metadata(&plan, episode);
         let mask = cache.attention_mask(&plan, episode, self.cfg.inter_episode_attention);
-        let sinks = self.sink_slots(&vec![true; self.layers.len()]);
+        let sinks = self.sink_slots(&vec![true; self.layers.len()])?;
         for (layer, (block, sink)) in self.layers.iter().zip(&sinks).enumerate() {
-            x = block.decode(&x, rotary.as_ref(), sink.as_ref(), cache, layer, &plan, &mask)?;
+            x = block.decode(
+                &x,
+                rotary.as_ref(),
+                sink.as_ref(),
+                cache,
+                layer,
+                &plan,
+                &mask,
+            )?;
         }
         cache.advance(t);
         Ok(self.norm.forward(&x))

@@ -38,14 +38,26 @@ fn decode_equals_forward_for_every_variant_with_independent_resets() {
     let t = 24i64;
     let resets = [0i64, 7, 16]; // slot 0 never resets (its trial B is the whole stream)
     for (pos, sink, iea) in variants() {
-        let cfg = ModelConfig { inter_episode_attention: iea, ..tiny(pos, sink) };
+        let cfg = ModelConfig {
+            inter_episode_attention: iea,
+            ..tiny(pos, sink)
+        };
         let (_vs, model) = build(&cfg);
         let mut cache = KvCache::new(&cfg, resets.len(), 64, Device::Cpu).unwrap();
-        let trials: Vec<_> = resets.iter().map(|&r| (trial(r.max(1), 5, &spec()), trial(t - r, 5, &spec()))).collect();
+        let trials: Vec<_> = resets
+            .iter()
+            .map(|&r| (trial(r.max(1), 5, &spec()), trial(t - r, 5, &spec())))
+            .collect();
         let streams: Vec<_> = trials
             .iter()
             .zip(resets)
-            .map(|((a, b), r)| if r == 0 { b.narrow_time(0, t) } else { cat(&[&a.narrow_time(0, r), b], 1) })
+            .map(|((a, b), r)| {
+                if r == 0 {
+                    b.narrow_time(0, t)
+                } else {
+                    cat(&[&a.narrow_time(0, r), b], 1)
+                }
+            })
             .collect();
         let stream = cat(&streams.iter().collect::<Vec<_>>(), 0); // [3, t]
         let (mut logits, mut values) = (Vec::new(), Vec::new());
@@ -66,7 +78,10 @@ fn decode_equals_forward_for_every_variant_with_independent_resets() {
                 let (fl, fv) = model.forward(x, false).unwrap();
                 let dl = max_diff(&fl, &logits.get(slot).narrow(0, from, len).unsqueeze(0));
                 let dv = max_diff(&fv, &values.get(slot).narrow(0, from, len).unsqueeze(0));
-                assert!(dl <= TOL && dv <= TOL, "{pos:?} {sink:?} iea={iea} slot {slot}: logits {dl}, values {dv}");
+                assert!(
+                    dl <= TOL && dv <= TOL,
+                    "{pos:?} {sink:?} iea={iea} slot {slot}: logits {dl}, values {dv}"
+                );
             };
             if r > 0 {
                 check(a, 0, r);
@@ -81,7 +96,10 @@ fn chunked_prefill_equals_token_by_token() {
     tch::manual_seed(1);
     let t = 30i64;
     for (pos, sink, iea) in variants() {
-        let cfg = ModelConfig { inter_episode_attention: iea, ..tiny(pos, sink) };
+        let cfg = ModelConfig {
+            inter_episode_attention: iea,
+            ..tiny(pos, sink)
+        };
         let (_vs, model) = build(&cfg);
         let x = cat(&[&trial(t, 6, &spec()), &trial(t, 6, &spec())], 0);
         let mut one = KvCache::new(&cfg, 2, 64, Device::Cpu).unwrap();
@@ -90,7 +108,10 @@ fn chunked_prefill_equals_token_by_token() {
             let mut cache = KvCache::new(&cfg, 2, 64, Device::Cpu).unwrap();
             let (l, v) = model.prefill(&mut cache, &x, chunk).unwrap();
             let (dl, dv) = (max_diff(&l, &l1), max_diff(&v, &v1));
-            assert!(dl <= TOL && dv <= TOL, "{pos:?} {sink:?} chunk {chunk}: {dl} {dv}");
+            assert!(
+                dl <= TOL && dv <= TOL,
+                "{pos:?} {sink:?} chunk {chunk}: {dl} {dv}"
+            );
             assert_eq!(cache.lengths(), &[t, t]);
         }
         // recompute = reset + prefill
@@ -110,11 +131,21 @@ fn sliding_window_drops_exactly_the_oldest_tokens() {
     let (c, k) = (8i64, 5i64);
     for pos in [PosEncoding::None, PosEncoding::Rope] {
         for sink in sinks() {
-            let key_free = matches!(sink, Sink::None | Sink::SinkKv { k: agent::SinkInit::Zero, .. });
+            let key_free = matches!(
+                sink,
+                Sink::None
+                    | Sink::SinkKv {
+                        k: agent::SinkInit::Zero,
+                        ..
+                    }
+            );
             if pos == PosEncoding::Rope && !key_free {
                 continue;
             }
-            let cfg = ModelConfig { layers: 1, ..tiny(pos, sink) };
+            let cfg = ModelConfig {
+                layers: 1,
+                ..tiny(pos, sink)
+            };
             let (_vs, model) = build(&cfg);
             let x = cat(&[&trial(c + k, 4, &spec()), &trial(c + k, 4, &spec())], 0);
             let (fresh_l, fresh_v) = model.forward(&x.narrow_time(k, c), false).unwrap();
@@ -123,7 +154,10 @@ fn sliding_window_drops_exactly_the_oldest_tokens() {
                 let (l, v) = model.prefill(&mut cache, &x, chunk).unwrap();
                 let dl = max_diff(&l.narrow(1, c + k - 1, 1), &fresh_l.narrow(1, c - 1, 1));
                 let dv = max_diff(&v.narrow(1, c + k - 1, 1), &fresh_v.narrow(1, c - 1, 1));
-                assert!(dl <= TOL && dv <= TOL, "{pos:?} {sink:?} chunk {chunk}: {dl} {dv}");
+                assert!(
+                    dl <= TOL && dv <= TOL,
+                    "{pos:?} {sink:?} chunk {chunk}: {dl} {dv}"
+                );
                 assert_eq!(cache.held(0), c as usize);
             }
             // Before the window is full nothing is dropped.
@@ -158,6 +192,9 @@ fn decode_rejects_bad_inputs_with_errors() {
     let learned = tiny(PosEncoding::Learned, Sink::None);
     let (_vs, model) = build(&learned);
     let mut cache = KvCache::new(&learned, 1, 512, Device::Cpu).unwrap();
-    let err = model.prefill(&mut cache, &trial(129, 3, &spec()), 64).unwrap_err().to_string();
+    let err = model
+        .prefill(&mut cache, &trial(129, 3, &spec()), 64)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("max_positions"), "{err}");
 }

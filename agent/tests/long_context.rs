@@ -18,7 +18,12 @@ fn forward_backward_over_64k_tokens_stays_far_below_quadratic_memory() {
     };
     let report = bench_model(&opts).unwrap();
     println!("{report}");
-    let peak = report["train_peak_bytes"].as_u64().expect("VmHWM readable on Linux");
+    let peak = report["train_peak_bytes"]
+        .as_u64()
+        .expect("VmHWM readable on Linux");
     let quadratic = 65_536u64 * 65_536 * 4;
-    assert!(peak < quadratic / 4, "peak {peak} bytes is not far below {quadratic}");
+    assert!(
+        peak < quadratic / 4,
+        "peak {peak} bytes is not far below {quadratic}"
+    );
 }

@@ -5,8 +5,12 @@ use agent::{ModelConfig, ObsSpec, PosEncoding, Sink, SinkInit, StepInputs};
 use tch::{nn, Kind, Tensor};
 
 /// Every positional encoding.
-pub const POSITIONALS: [PosEncoding; 4] =
-    [PosEncoding::None, PosEncoding::Learned, PosEncoding::Rope, PosEncoding::EpisodeRope];
+pub const POSITIONALS: [PosEncoding; 4] = [
+    PosEncoding::None,
+    PosEncoding::Learned,
+    PosEncoding::Rope,
+    PosEncoding::EpisodeRope,
+];
 
 /// Every sink variant of ReLIC's ablation.
 pub fn sinks() -> Vec<Sink> {
@@ -14,9 +18,18 @@ pub fn sinks() -> Vec<Sink> {
     vec![
         Sink::None,
         Sink::SinkToken,
-        Sink::SinkKv { k: Learned, v: Learned },
-        Sink::SinkKv { k: Learned, v: Zero },
-        Sink::SinkKv { k: Zero, v: Learned },
+        Sink::SinkKv {
+            k: Learned,
+            v: Learned,
+        },
+        Sink::SinkKv {
+            k: Learned,
+            v: Zero,
+        },
+        Sink::SinkKv {
+            k: Zero,
+            v: Learned,
+        },
         Sink::SinkKv { k: Zero, v: Zero },
     ]
 }
@@ -41,7 +54,11 @@ pub fn tiny(positional: PosEncoding, sink: Sink) -> ModelConfig {
 
 /// 3-d vectors, 6x6 images, 4 actions.
 pub fn spec() -> ObsSpec {
-    ObsSpec { vector_dim: 3, image: Some((6, 6)), num_actions: 4 }
+    ObsSpec {
+        vector_dim: 3,
+        image: Some((6, 6)),
+        num_actions: 4,
+    }
 }
 
 /// Replaces every parameter by N(0, 0.3^2) noise, so zero-initialised sinks matter.
@@ -49,7 +66,7 @@ pub fn scramble(vs: &nn::VarStore) {
     tch::no_grad(|| {
         for (_, mut v) in vs.variables() {
             let noise = Tensor::randn_like(&v) * 0.3;
-            let _ = v.copy_(&noise);
+            v.copy_(&noise);
         }
     });
 }
@@ -68,14 +85,29 @@ pub fn trial(t: i64, max_episode: i64, spec: &ObsSpec) -> StepInputs {
         s += 1;
     }
     let step = Tensor::from_slice(&step).view([1, t]);
-    let actions = Tensor::randint_low(1, spec.num_actions as i64 + 1, [1, t], (Kind::Int64, tch::Device::Cpu));
+    let actions = Tensor::randint_low(
+        1,
+        spec.num_actions as i64 + 1,
+        [1, t],
+        (Kind::Int64, tch::Device::Cpu),
+    );
     let start = step.eq(0);
     let (h, w) = spec.image.unwrap_or((1, 1));
     StepInputs {
-        vector: Tensor::randn([1, t, spec.vector_dim as i64], (Kind::Float, tch::Device::Cpu)),
-        image: spec.image.map(|_| Tensor::randint(256, [1, t, h as i64, w as i64, 3], (Kind::Uint8, tch::Device::Cpu))),
+        vector: Tensor::randn(
+            [1, t, spec.vector_dim as i64],
+            (Kind::Float, tch::Device::Cpu),
+        ),
+        image: spec.image.map(|_| {
+            Tensor::randint(
+                256,
+                [1, t, h as i64, w as i64, 3],
+                (Kind::Uint8, tch::Device::Cpu),
+            )
+        }),
         prev_action: actions.masked_fill(&start, 0),
-        prev_reward: Tensor::randn([1, t], (Kind::Float, tch::Device::Cpu)).masked_fill(&start, 0.0),
+        prev_reward: Tensor::randn([1, t], (Kind::Float, tch::Device::Cpu))
+            .masked_fill(&start, 0.0),
         episode_index: Tensor::from_slice(&episode).view([1, t]),
         step_in_episode: step,
     }
@@ -87,10 +119,15 @@ fn rand_below(n: i64) -> i64 {
 
 /// Concatenates inputs along `dim` (0 = batch, 1 = time).
 pub fn cat(parts: &[&StepInputs], dim: i64) -> StepInputs {
-    let c = |f: &dyn Fn(&StepInputs) -> Tensor| Tensor::cat(&parts.iter().map(|p| f(p)).collect::<Vec<_>>(), dim);
+    let c = |f: &dyn Fn(&StepInputs) -> Tensor| {
+        Tensor::cat(&parts.iter().map(|p| f(p)).collect::<Vec<_>>(), dim)
+    };
     StepInputs {
         vector: c(&|p| p.vector.shallow_clone()),
-        image: parts[0].image.as_ref().map(|_| c(&|p| p.image.as_ref().unwrap().shallow_clone())),
+        image: parts[0]
+            .image
+            .as_ref()
+            .map(|_| c(&|p| p.image.as_ref().unwrap().shallow_clone())),
         prev_action: c(&|p| p.prev_action.shallow_clone()),
         prev_reward: c(&|p| p.prev_reward.shallow_clone()),
         episode_index: c(&|p| p.episode_index.shallow_clone()),
