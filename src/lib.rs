@@ -2,4 +2,5 @@
 //! downstream users can name everything through one crate.
 pub use agent;
 pub use envs;
+pub use sampler;
 pub use trainer;

@@ -55,16 +55,16 @@ fn unknown_field_names_file_line_and_path() {
 
 #[test]
 fn wrong_type_names_file_line_and_path() {
-    assert_rejected(
-        "Config(\n  seed: \"zero\",\n)",
-        &[],
-        &["{file}:2:", "seed"],
-    );
+    assert_rejected("Config(\n  seed: \"zero\",\n)", &[], &["{file}:2:", "seed"]);
 }
 
 #[test]
 fn malformed_syntax_names_file_and_line() {
-    assert_rejected("Config(\n  name: \"x\",\n  model: (layers: 2,\n", &[], &["{file}:"]);
+    assert_rejected(
+        "Config(\n  name: \"x\",\n  model: (layers: 2,\n",
+        &[],
+        &["{file}:"],
+    );
 }
 
 #[test]
@@ -88,7 +88,11 @@ fn bad_override_path_suggests_valid_names() {
         &["--set", "model.layer=3"],
         &["--set model.layer=3", "did you mean layers"],
     );
-    assert_rejected("Config()", &["--set", "model.layers=\"x\""], &["model.layers"]);
+    assert_rejected(
+        "Config()",
+        &["--set", "model.layers=\"x\""],
+        &["model.layers"],
+    );
     assert_rejected("Config()", &["--set", "nonsense"], &["path.to.field=value"]);
 }
 

@@ -20,11 +20,15 @@ fn every_config_parses_validates_and_round_trips() {
     let files = ron_files("configs");
     assert!(!files.is_empty(), "configs/ has no .ron files");
     for path in files {
-        let config: Config = config::load(&path, &[])
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let config: Config =
+            config::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let text = config::to_ron_string(&config);
-        let back: Config = config::from_ron_str(&text, "round trip")
-            .unwrap_or_else(|e| panic!("{}: resolved config does not load back: {e}\n{text}", path.display()));
+        let back: Config = config::from_ron_str(&text, "round trip").unwrap_or_else(|e| {
+            panic!(
+                "{}: resolved config does not load back: {e}\n{text}",
+                path.display()
+            )
+        });
         assert_eq!(back, config, "{}", path.display());
     }
 }

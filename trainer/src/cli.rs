@@ -29,6 +29,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train from a config (or continue a run with --resume).
+    Train(TrainArgs),
+    /// Evaluate a run's latest (or a named) checkpoint with the in-context protocol.
+    Eval(EvalArgs),
     /// Load, override and validate a config; print the resolved config (every field).
     Check(ConfigArgs),
     /// Step one environment with given actions: a JSON transcript, PNG frames and a map.
@@ -46,6 +50,51 @@ pub struct ConfigArgs {
     /// Override a field: `--set path.to.field=value` (value in RON syntax); repeatable.
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
+}
+
+/// `icrl train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The RON config file (not needed with --resume).
+    #[arg(required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Override a field: `--set path.to.field=value` (value in RON syntax); repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE", conflicts_with = "resume")]
+    pub set: Vec<String>,
+    /// Parent folder of the run folder.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// auto, cpu, cuda or cuda:N (overrides runtime.device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Continue the run in this folder from its latest checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
+    pub resume: Option<PathBuf>,
+}
+
+/// `icrl eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// A checkpoint file (default: the run's latest).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Episodes per trial (default: the config's eval.episodes_per_trial).
+    #[arg(long)]
+    pub episodes: Option<usize>,
+    /// Trials per task (default: the config's eval.trials_per_task).
+    #[arg(long)]
+    pub trials: Option<usize>,
+    /// Task split: test or train (default: the config's eval.split).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Act greedily instead of sampling.
+    #[arg(long)]
+    pub greedy: bool,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// `icrl env`.
@@ -144,6 +193,46 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             print_json(&report);
+            Ok(())
+        }
+        Command::Train(args) => {
+            let mut run = match &args.resume {
+                Some(dir) => crate::run::Run::resume(dir, args.device.as_deref())?,
+                None => {
+                    let path = args
+                        .config
+                        .as_ref()
+                        .expect("clap requires CONFIG without --resume");
+                    let config: crate::Config = config::load(path, &args.set)?;
+                    crate::run::Run::start(config, &args.out, args.device.as_deref())?
+                }
+            };
+            eprintln!("run folder: {}", run.dir.display());
+            crate::train(&mut run)?;
+            eprintln!("done: {}", run.dir.display());
+            Ok(())
+        }
+        Command::Eval(args) => {
+            let split = match args.split.as_deref() {
+                None => None,
+                Some("test") => Some(crate::config::EvalSplit::Test),
+                Some("train") => Some(crate::config::EvalSplit::Train),
+                Some(other) => {
+                    return Err(
+                        UsageError(format!("--split {other}: expected test or train")).into(),
+                    )
+                }
+            };
+            let path = crate::evaluate_run(
+                &args.run_dir,
+                args.checkpoint.as_deref(),
+                args.episodes,
+                args.trials,
+                split,
+                args.greedy,
+                args.device.as_deref(),
+            )?;
+            println!("{}", path.display());
             Ok(())
         }
         Command::Check(args) => {

@@ -11,6 +11,6 @@ pub use load::{
 pub mod schema;
 
 pub use schema::{
-    CheckpointConfig, Config, EvalConfig, EvalSplit, LoggingConfig, Method, OnLogError, PpoConfig,
+    CheckpointConfig, Config, EvalConfig, EvalSplit, LoggingConfig, Method, PpoConfig,
     RuntimeConfig,
 };

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use agent::ModelConfig;
 use envs::EnvConfig;
+use sampler::SamplerConfig;
+
+use crate::logging::LogPolicy;
 
 use super::load::{prefixed, Validate};
 
@@ -22,6 +25,8 @@ pub struct Config {
     pub model: ModelConfig,
     /// The training method and its hyper-parameters.
     pub method: Method,
+    /// Env worker threads and scheduling of rollout collection.
+    pub sampler: SamplerConfig,
     /// In-context evaluation (one protocol for every method).
     pub eval: EvalConfig,
     /// TensorBoard and console output.
@@ -40,6 +45,7 @@ impl Default for Config {
             env: EnvConfig::from_name("darkroom").expect("darkroom is a known env"),
             model: ModelConfig::default(),
             method: Method::Relic(PpoConfig::default()),
+            sampler: SamplerConfig::default(),
             eval: EvalConfig::default(),
             logging: LoggingConfig::default(),
             checkpoint: CheckpointConfig::default(),
@@ -82,8 +88,11 @@ pub struct PpoConfig {
     /// After a partial update, shuffle each env's completed episodes inside its context (the
     /// running episode stays last) before the cache is recomputed.
     pub shuffle_episodes: bool,
-    /// Reset the context at every episode start (the single-episode transformer baseline).
-    pub reset_context_each_episode: bool,
+    /// Let returns flow across episode ends inside a trial (true: the trial is the RL
+    /// episode, as in-context RL needs, so exploring early pays later). false: each episode is
+    /// its own RL episode (terminations cut the return; truncations are treated as terminal) —
+    /// use it with `model.inter_episode_attention: false` for the single-episode baseline.
+    pub returns_across_episodes: bool,
     /// Passes over the collected data per update.
     pub epochs: usize,
     /// Minibatches per epoch; each is a set of whole env sequences.
@@ -128,7 +137,7 @@ impl Default for PpoConfig {
             rollout_len: 512,
             updates_per_rollout: 4,
             shuffle_episodes: true,
-            reset_context_each_episode: false,
+            returns_across_episodes: true,
             epochs: 4,
             minibatches: 4,
             grad_accum: 1,
@@ -294,15 +303,6 @@ impl Validate for EvalConfig {
     }
 }
 
-/// What to do when writing logs fails (disk full, folder removed).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnLogError {
-    /// Stop the run cleanly (a checkpoint is still attempted) with an error.
-    Stop,
-    /// Print one warning and continue without logging.
-    Continue,
-}
-
 /// TensorBoard and console output.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -310,7 +310,7 @@ pub struct LoggingConfig {
     /// Write TensorBoard event files into the run folder.
     pub tensorboard: bool,
     /// What to do when writing logs fails.
-    pub on_error: OnLogError,
+    pub on_error: LogPolicy,
     /// Log rendered frames (image envs) every this many updates (0 = never).
     pub frames_every_updates: usize,
     /// Show a progress bar (only ever drawn on a terminal).
@@ -321,7 +321,7 @@ impl Default for LoggingConfig {
     fn default() -> Self {
         LoggingConfig {
             tensorboard: true,
-            on_error: OnLogError::Stop,
+            on_error: LogPolicy::Stop,
             frames_every_updates: 0,
             progress: true,
         }
@@ -332,7 +332,9 @@ impl Default for LoggingConfig {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
-    /// Save every this many updates (0 = only at the end and on interruption).
+    /// Save at the first rollout boundary after every this many updates (0 = only at the end
+    /// and on interruption). Checkpoints are taken between rollouts, where a resumed run
+    /// continues exactly.
     pub every_updates: usize,
     /// Keep the last K checkpoints.
     pub keep_last: usize,
@@ -413,6 +415,7 @@ impl Validate for Config {
         match &self.method {
             Method::Relic(ppo) => out.extend(prefixed("method", ppo.validate())),
         }
+        out.extend(prefixed("sampler", self.sampler.validate()));
         out.extend(prefixed("eval", self.eval.validate()));
         out.extend(prefixed("checkpoint", self.checkpoint.validate()));
         out.extend(prefixed("runtime", self.runtime.validate()));

@@ -1,0 +1,300 @@
+//! In-context evaluation, one protocol for every method: on the tasks of a split, N trials per
+//! task, E episodes per trial, context carried across episodes (a sliding window past the
+//! trained context). The result is the in-context learning curve: mean return (and success)
+//! per episode index with 95% confidence intervals, written as `eval/<step>.json`, logged to
+//! TensorBoard and plotted as `eval/<step>.png`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use agent::ActorCritic;
+use envs::{EnvConfig, Split};
+use sampler::{ModelPolicy, Policy, RolloutStorage, Sampler, SamplerConfig};
+
+use crate::config::{EvalConfig, EvalSplit};
+use crate::logging::Logger;
+use crate::plot::{self, Series};
+use crate::stats::MeanCi;
+
+/// One point of the in-context curve.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CurvePoint {
+    /// Episode index within the trial (1-based, as plotted).
+    pub episode: usize,
+    /// Return of that episode over all trials.
+    pub ret: MeanCi,
+    /// Success rate of that episode (for envs that define success).
+    pub success: Option<MeanCi>,
+}
+
+/// An evaluation's result, as written to `eval/<step>.json`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EvalResult {
+    /// Training step (env steps) of the evaluated policy.
+    pub step: u64,
+    /// Environment name.
+    pub env: String,
+    /// Method name.
+    pub method: String,
+    /// Task split evaluated.
+    pub split: EvalSplit,
+    /// Tasks evaluated.
+    pub tasks: usize,
+    /// Trials per task.
+    pub trials_per_task: usize,
+    /// Episodes per trial.
+    pub episodes_per_trial: usize,
+    /// Greedy (true) or sampled actions.
+    pub greedy: bool,
+    /// The in-context learning curve, one point per episode index.
+    pub curve: Vec<CurvePoint>,
+    /// Returns as `[trial][episode]`, trials ordered by task then trial, for reports.
+    pub returns: Vec<Vec<f64>>,
+}
+
+impl EvalResult {
+    /// Mean return of episodes `from..=to` (1-based, inclusive) per trial, summarised.
+    pub fn mean_over_episodes(&self, from: usize, to: usize) -> MeanCi {
+        let per_trial: Vec<f64> = self
+            .returns
+            .iter()
+            .map(|r| {
+                let span = &r[from - 1..to.min(r.len())];
+                span.iter().sum::<f64>() / span.len().max(1) as f64
+            })
+            .collect();
+        MeanCi::of(&per_trial)
+    }
+}
+
+/// The tasks evaluation runs on.
+pub fn eval_tasks(env: &EnvConfig, cfg: &EvalConfig) -> Result<Vec<envs::TaskId>> {
+    let probe = env.build(0, 0, 1)?;
+    let split = match cfg.split {
+        EvalSplit::Test => Split::Test,
+        EvalSplit::Train => Split::Train,
+    };
+    let mut tasks = probe.tasks(split);
+    if let Some(max) = cfg.max_tasks {
+        tasks.truncate(max);
+    }
+    anyhow::ensure!(
+        !tasks.is_empty(),
+        "environment {} has no {:?} tasks",
+        env.name(),
+        cfg.split
+    );
+    Ok(tasks)
+}
+
+/// Runs trials until every slot has finished `episodes` episodes; returns `[slot][episode]`
+/// (return, success). `policy` acts; `horizon` bounds an episode's length.
+fn run_trials(
+    sampler: &mut Sampler,
+    policy: &mut dyn Policy,
+    storage: &mut RolloutStorage,
+    tasks: &[envs::TaskId],
+    episodes: usize,
+    chunk: usize,
+) -> Result<Vec<Vec<(f64, bool)>>> {
+    let slots = tasks.len();
+    let mut results: Vec<Vec<(f64, bool)>> = vec![Vec::new(); slots];
+    sampler.start_trials(tasks, storage)?;
+    while results.iter().any(|r| r.len() < episodes) {
+        let room = storage.rollout_len() - storage.len;
+        anyhow::ensure!(
+            room > 0,
+            "evaluation: trials did not finish {episodes} episodes within {} steps",
+            storage.rollout_len()
+        );
+        let stats = sampler.collect(policy, storage, chunk.min(room))?;
+        for ep in stats.episodes {
+            if results[ep.slot].len() < episodes {
+                results[ep.slot].push((ep.ret, ep.success));
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// Evaluates an actor-critic transformer with the protocol; `context` is the trained
+/// context length (the KV cache slides past it).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_actor_critic(
+    model: &ActorCritic,
+    env: &EnvConfig,
+    cfg: &EvalConfig,
+    sampler_cfg: &SamplerConfig,
+    context: usize,
+    seed: u64,
+    step: u64,
+    method: &str,
+) -> Result<EvalResult> {
+    let _guard = tch::no_grad_guard();
+    let tasks = eval_tasks(env, cfg)?;
+    let trial_tasks: Vec<envs::TaskId> = tasks
+        .iter()
+        .flat_map(|&t| std::iter::repeat_n(t, cfg.trials_per_task))
+        .collect();
+    let spec = env.spec();
+    let max_steps = cfg.episodes_per_trial * spec.horizon;
+    let mut sampler = Sampler::new(env, sampler_cfg, trial_tasks.len(), seed)?;
+    let device = model.actor.ws.device();
+    let mut storage = RolloutStorage::new(&spec, trial_tasks.len(), max_steps, device)?;
+    let mut policy = ModelPolicy::new(model, &sampler.act_groups(), context.max(1), seed)?;
+    policy.set_greedy(cfg.greedy);
+    let results = run_trials(
+        &mut sampler,
+        &mut policy,
+        &mut storage,
+        &trial_tasks,
+        cfg.episodes_per_trial,
+        spec.horizon,
+    )?;
+    Ok(summarise(
+        &results,
+        env,
+        cfg,
+        tasks.len(),
+        step,
+        method,
+        spec.has_success,
+    ))
+}
+
+/// Turns per-slot episode outcomes into the curve.
+pub fn summarise(
+    results: &[Vec<(f64, bool)>],
+    env: &EnvConfig,
+    cfg: &EvalConfig,
+    tasks: usize,
+    step: u64,
+    method: &str,
+    has_success: bool,
+) -> EvalResult {
+    let curve = (0..cfg.episodes_per_trial)
+        .map(|e| {
+            let rets: Vec<f64> = results.iter().map(|r| r[e].0).collect();
+            let succ: Vec<f64> = results
+                .iter()
+                .map(|r| f64::from(u8::from(r[e].1)))
+                .collect();
+            CurvePoint {
+                episode: e + 1,
+                ret: MeanCi::of(&rets),
+                success: has_success.then(|| MeanCi::of(&succ)),
+            }
+        })
+        .collect();
+    EvalResult {
+        step,
+        env: env.name().to_string(),
+        method: method.to_string(),
+        split: cfg.split,
+        tasks,
+        trials_per_task: cfg.trials_per_task,
+        episodes_per_trial: cfg.episodes_per_trial,
+        greedy: cfg.greedy,
+        curve,
+        returns: results
+            .iter()
+            .map(|r| r.iter().map(|x| x.0).collect())
+            .collect(),
+    }
+}
+
+/// Writes `eval/<step>.json` and `eval/<step>.png` under `run_dir`; returns the JSON path.
+pub fn write(run_dir: &Path, result: &EvalResult) -> Result<PathBuf> {
+    let dir = run_dir.join(crate::run_dir::EVAL_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let json = dir.join(format!("{:012}.json", result.step));
+    crate::fsutil::write_atomic(&json, serde_json::to_string_pretty(result)?.as_bytes())?;
+    let series = vec![Series::from_curve(
+        &format!("{} (step {})", result.method, result.step),
+        &result.curve,
+    )];
+    let png = dir.join(format!("{:012}.png", result.step));
+    plot::curves(
+        &png,
+        &format!("{} on {}: in-context return", result.method, result.env),
+        "episode in trial",
+        "return",
+        &series,
+        &[],
+    )?;
+    Ok(json)
+}
+
+/// Logs the curve: `eval/return_ep<k>` (and `eval/success_ep<k>`) at the training step, the
+/// first and last episode's return, and the plot as an image.
+pub fn log(logger: &mut dyn Logger, result: &EvalResult, png: Option<&Path>) -> Result<()> {
+    let step = result.step;
+    for p in &result.curve {
+        logger.scalar(&format!("eval/return_ep{:02}", p.episode), step, p.ret.mean)?;
+        if let Some(s) = p.success {
+            logger.scalar(&format!("eval/success_ep{:02}", p.episode), step, s.mean)?;
+        }
+    }
+    if let (Some(first), Some(last)) = (result.curve.first(), result.curve.last()) {
+        logger.scalar("eval/return_first_episode", step, first.ret.mean)?;
+        logger.scalar("eval/return_last_episode", step, last.ret.mean)?;
+    }
+    if let Some(png) = png {
+        if let Ok((rgb, h, w)) = plot::read_png_rgb(png) {
+            logger.image("eval/curve", step, &rgb, h, w)?;
+        }
+    }
+    Ok(())
+}
+
+/// The evaluation JSON files of a run, sorted by step.
+pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let dir = run_dir.join(crate::run_dir::EVAL_DIR);
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    Ok(files)
+}
+
+/// Reads one evaluation JSON file.
+pub fn read(path: &Path) -> Result<EvalResult> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not an evaluation result", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_has_one_point_per_episode_with_intervals() {
+        let env = EnvConfig::from_name("darkroom").unwrap();
+        let cfg = EvalConfig {
+            episodes_per_trial: 3,
+            ..EvalConfig::default()
+        };
+        let results = vec![
+            vec![(1.0, false), (10.0, true), (20.0, true)],
+            vec![(3.0, false), (12.0, true), (22.0, false)],
+        ];
+        let r = summarise(&results, &env, &cfg, 2, 100, "relic", true);
+        assert_eq!(r.curve.len(), 3);
+        assert_eq!(r.curve[0].episode, 1);
+        assert!((r.curve[0].ret.mean - 2.0).abs() < 1e-12);
+        assert!((r.curve[1].success.unwrap().mean - 1.0).abs() < 1e-12);
+        assert!((r.curve[2].success.unwrap().mean - 0.5).abs() < 1e-12);
+        // Mean of episodes 2..3 per trial: 15 and 17.
+        let later = r.mean_over_episodes(2, 3);
+        assert!((later.mean - 16.0).abs() < 1e-12);
+        assert_eq!(later.n, 2);
+    }
+}

@@ -1,0 +1,461 @@
+//! ReLIC: PPO with partial updates over long multi-episode trials (Elawady et al. 2024).
+//!
+//! Read top to bottom:
+//!
+//! 1. [`train`] sets up the model, the optimiser and the rollout storage, and restores them from
+//!    a checkpoint when resuming.
+//! 2. Each *rollout* is one trial per env slot: `rollout_len` (T) steps of many episodes on one
+//!    task each. It is collected in `updates_per_rollout` (U) segments of T/U steps.
+//! 3. After segment k, [`ppo_update`] trains on the whole prefix `[0, k*T/U)`: values of the
+//!    prefix and the bootstrap value of the next observation come from one no-grad forward,
+//!    GAE runs over the whole prefix (returns flow across episode ends: the trial is the RL
+//!    episode), and the clipped PPO loss is masked to the newest segment. Behaviour log-probs
+//!    are the ones recorded while acting (not recomputed).
+//! 4. Between segments, completed episodes inside each env's context are optionally shuffled
+//!    (the running episode stays last) and the KV cache is recomputed with the new policy, so
+//!    sampling continues from the updated parameters.
+//! 5. At the trial's end everything resets: new tasks, empty contexts. Metrics, evaluation and
+//!    checkpoints happen at rollout boundaries.
+//!
+//! Every random draw of rollout r (tasks, env randomness, action sampling, minibatch order,
+//! episode shuffles, dropout) is seeded from (seed, r), so a run resumed from the checkpoint
+//! after rollout r reproduces the uninterrupted run exactly on CPU.
+
+use anyhow::{Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+use agent::ActorCritic;
+use envs::Split;
+use sampler::{CollectStats, ModelPolicy, RolloutStorage, Sampler};
+
+use crate::checkpoint::{self, TensorGroup};
+use crate::config::PpoConfig;
+use crate::eval;
+use crate::logging::Logger;
+use crate::optim::{warmup_cosine, Adam};
+use crate::ppo_math::{self, Boundaries, PpoLossConfig};
+use crate::run::{self, Run};
+
+/// Tokens per chunk when the KV cache is refilled after an update.
+const PREFILL_CHUNK: usize = 1024;
+
+/// Counters that make a run resumable, saved in every checkpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct TrainState {
+    /// Rollouts (trials) completed.
+    pub rollouts: u64,
+    /// Env steps collected, all envs together.
+    pub env_steps: u64,
+    /// PPO updates done (partial and full).
+    pub updates: u64,
+    /// Consecutive updates with a non-finite loss.
+    pub bad_updates: u64,
+    /// Env steps at the last evaluation.
+    pub last_eval_step: u64,
+}
+
+/// What one PPO update measured (means over its minibatches).
+#[derive(Clone, Debug, Default)]
+pub struct UpdateMetrics {
+    pub policy: f64,
+    pub value: f64,
+    pub entropy: f64,
+    pub approx_kl: f64,
+    pub clipfrac: f64,
+    pub explained_variance: f64,
+    pub grad_norm: f64,
+    /// Minibatches skipped because their loss was NaN or infinite.
+    pub skipped: usize,
+    pub minibatches: usize,
+}
+
+/// A seed for rollout `rollout` of a run seeded `seed` (SplitMix64-style mixing).
+fn rollout_seed(seed: u64, rollout: u64) -> u64 {
+    envs::rng::mix64(seed ^ envs::rng::mix64(rollout.wrapping_add(0x9E37_79B9_7F4A_7C15)))
+}
+
+/// Trains ReLIC as configured in `run.config` with `ppo`.
+pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
+    let cfg = run.config.clone();
+    let spec = cfg.env.spec();
+    let device = run.device;
+    tch::manual_seed(cfg.seed as i64);
+    let mut vs = VarStore::new(device);
+    let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec))?;
+    let mut opt = Adam::new(&vs, 0.9, 0.999, ppo.adam_eps, 0.0);
+    let mut state = TrainState::default();
+    if let Some(ckpt) = run.resume_from.take() {
+        checkpoint::load_into_varstore(&mut vs, &ckpt, "")?;
+        opt.load_state(&ckpt.tensors)
+            .with_context(|| format!("{}: optimiser state", ckpt.path.display()))?;
+        state = serde_json::from_value(ckpt.meta.state.clone())
+            .with_context(|| format!("{}: trainer state", ckpt.path.display()))?;
+        eprintln!(
+            "resuming {} from {} (env step {})",
+            run.dir.display(),
+            ckpt.path.display(),
+            state.env_steps
+        );
+    }
+    let (t_len, u) = (ppo.rollout_len, ppo.updates_per_rollout);
+    let b = ppo.num_envs;
+    let segment = t_len / u;
+    let mut storage = RolloutStorage::new(&spec, b, t_len, device)?;
+    let loss_cfg = PpoLossConfig {
+        clip: ppo.clip,
+        value_clip: ppo.value_clip,
+        value_coef: ppo.value_coef,
+        entropy_coef: ppo.entropy_coef,
+        normalize_advantages: ppo.normalize_advantages,
+    };
+    let boundaries = if ppo.returns_across_episodes {
+        Boundaries::Trial
+    } else {
+        Boundaries::Episode
+    };
+    let bar = crate::progress::bar(ppo.total_steps, "relic", "steps");
+    bar.set_position(state.env_steps.min(ppo.total_steps));
+    run::install_interrupt_handler();
+
+    while state.env_steps < ppo.total_steps {
+        // --- one rollout: a trial of T steps in every env slot, on freshly drawn tasks ---
+        let seed = rollout_seed(cfg.seed, state.rollouts);
+        tch::manual_seed(seed as i64);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, b, seed)?;
+        let tasks = sampler.sample_tasks(Split::Train, &mut rng)?;
+        sampler.start_trials(&tasks, &mut storage)?;
+        let mut policy = ModelPolicy::new(&model, &sampler.act_groups(), t_len, seed)?;
+        let mut rollout_stats = CollectStats::default();
+        let started = std::time::Instant::now();
+        let mut update_seconds = 0.0;
+        for k in 1..=u {
+            let (loss_start, end) = ppo_math::partial_update_range(k, u, t_len);
+            let stats = sampler.collect(&mut policy, &mut storage, segment)?;
+            state.env_steps += (b * segment) as u64;
+            rollout_stats.merge(&stats);
+
+            let lr = warmup_cosine(
+                state.env_steps,
+                ppo.lr,
+                ppo.warmup_start_factor,
+                ppo.warmup_steps,
+                ppo.total_steps,
+                ppo.final_lr,
+            );
+            let t0 = std::time::Instant::now();
+            let metrics = ppo_update(
+                &model, &mut opt, &storage, ppo, &loss_cfg, boundaries, loss_start, end, lr,
+                &mut rng,
+            )?;
+            update_seconds += t0.elapsed().as_secs_f64();
+            state.updates += 1;
+            if metrics.skipped > 0 {
+                state.bad_updates += 1;
+                eprintln!(
+                    "warning: update {}: {} of {} minibatches had a non-finite loss and were skipped",
+                    state.updates, metrics.skipped, metrics.minibatches
+                );
+                anyhow::ensure!(
+                    state.bad_updates < ppo.max_bad_updates as u64,
+                    "stopping: {} consecutive updates with non-finite losses (max_bad_updates = {})",
+                    state.bad_updates,
+                    ppo.max_bad_updates
+                );
+            } else {
+                state.bad_updates = 0;
+            }
+            log_update(&mut run.logger, state.env_steps, lr, &metrics)?;
+
+            if k < u {
+                // Continue the trial with the updated policy: optionally shuffle the completed
+                // episodes in each context, then rebuild the KV cache over the prefix.
+                if ppo.shuffle_episodes {
+                    storage.shuffle_completed_episodes(&mut rng)?;
+                }
+                let _guard = tch::no_grad_guard();
+                policy.refresh(&storage, end, PREFILL_CHUNK)?;
+            }
+            bar.set_position(state.env_steps.min(ppo.total_steps));
+        }
+        state.rollouts += 1;
+        let seconds = started.elapsed().as_secs_f64();
+        log_rollout(
+            &mut run.logger,
+            state.env_steps,
+            &rollout_stats,
+            seconds,
+            update_seconds,
+        )?;
+        drop(policy);
+        drop(sampler);
+
+        // --- evaluation, checkpoints, interruption: all at rollout boundaries ---
+        let done = state.env_steps >= ppo.total_steps;
+        let eval_due = cfg.eval.every_steps > 0
+            && state.env_steps - state.last_eval_step >= cfg.eval.every_steps;
+        if eval_due || done {
+            evaluate(run, &model, ppo, state.env_steps)?;
+            state.last_eval_step = state.env_steps;
+        }
+        let every = cfg.checkpoint.every_updates as u64;
+        let checkpoint_due =
+            every > 0 && (state.updates / every) != ((state.updates - u as u64) / every);
+        if checkpoint_due || done || run::interrupted() {
+            save(run, &vs, &opt, &state)?;
+        }
+        run.logger.flush()?;
+        if run::interrupted() {
+            bar.abandon();
+            anyhow::bail!(
+                "interrupted at env step {}; resume with: icrl train --resume {}",
+                state.env_steps,
+                run.dir.display()
+            );
+        }
+    }
+    bar.finish();
+    Ok(())
+}
+
+/// One PPO update on the prefix `[0, end)` with the loss on `[loss_start, end)`.
+#[allow(clippy::too_many_arguments)]
+pub fn ppo_update(
+    model: &ActorCritic,
+    opt: &mut Adam,
+    storage: &RolloutStorage,
+    ppo: &PpoConfig,
+    loss_cfg: &PpoLossConfig,
+    boundaries: Boundaries,
+    loss_start: usize,
+    end: usize,
+    lr: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<UpdateMetrics> {
+    let b = storage.num_envs();
+    let seg = (end - loss_start) as i64;
+
+    // Values of the prefix and of the pending observation at column `end` (the bootstrap),
+    // under the current policy, evaluation mode.
+    let values = {
+        let _guard = tch::no_grad_guard();
+        let (_, v) = model.forward(&storage.inputs(0, end + 1), false)?;
+        v // [B, end + 1]
+    };
+    let host = |t: &Tensor| -> Result<Vec<f32>> {
+        Ok(Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous())?)
+    };
+    let flags = |t: &Tensor| -> Result<Vec<bool>> {
+        let v: Vec<u8> = Vec::try_from(
+            t.narrow(1, 0, end as i64)
+                .to_kind(Kind::Uint8)
+                .contiguous()
+                .view(-1),
+        )?;
+        Ok(v.into_iter().map(|x| x != 0).collect())
+    };
+    let rewards = host(&storage.reward.narrow(1, 0, end as i64).reshape(-1))?;
+    let values_host = host(&values.reshape(-1))?;
+    let (advantages, returns) = ppo_math::gae(
+        b,
+        end,
+        &rewards,
+        &values_host,
+        &flags(&storage.terminated)?,
+        &flags(&storage.truncated)?,
+        None,
+        boundaries,
+        ppo.gamma as f32,
+        ppo.gae_lambda as f32,
+    );
+    let device = values.device();
+    let segment = |x: Vec<f32>| {
+        Tensor::from_slice(&x)
+            .view([b as i64, end as i64])
+            .narrow(1, loss_start as i64, seg)
+            .to_device(device)
+    };
+    let advantages = segment(advantages);
+    let returns = segment(returns);
+    let old_values = values.narrow(1, loss_start as i64, seg);
+    let old_logprob = storage.logprob.narrow(1, loss_start as i64, seg);
+    let actions = storage.action.narrow(1, loss_start as i64, seg);
+
+    let mut m = UpdateMetrics {
+        explained_variance: ppo_math::explained_variance(
+            &host(&old_values.reshape(-1))?,
+            &host(&returns.reshape(-1))?,
+        ),
+        ..UpdateMetrics::default()
+    };
+    let inputs = storage.inputs(0, end);
+    let per_minibatch = b / ppo.minibatches;
+    let mut rows: Vec<i64> = (0..b as i64).collect();
+    let mut accumulated = 0;
+    opt.zero_grad();
+    for _ in 0..ppo.epochs {
+        rows.shuffle(rng);
+        for chunk in rows.chunks(per_minibatch) {
+            let idx = Tensor::from_slice(chunk).to_device(device);
+            let (logits, v) = model.forward(&inputs.select_rows(&idx), true)?;
+            let pick = |x: &Tensor| x.index_select(0, &idx);
+            let a = logits.size()[2];
+            let loss = ppo_math::ppo_loss(
+                loss_cfg,
+                &logits.narrow(1, loss_start as i64, seg).reshape([-1, a]),
+                &pick(&actions).reshape(-1),
+                &pick(&old_logprob).reshape(-1),
+                &pick(&advantages).reshape(-1),
+                &pick(&returns).reshape(-1),
+                &pick(&old_values).reshape(-1),
+                &v.narrow(1, loss_start as i64, seg).reshape(-1),
+            );
+            m.minibatches += 1;
+            if !loss.total.double_value(&[]).is_finite() {
+                m.skipped += 1;
+                continue;
+            }
+            (&loss.total / ppo.grad_accum as f64).backward();
+            accumulated += 1;
+            m.policy += loss.policy;
+            m.value += loss.value;
+            m.entropy += loss.entropy;
+            m.approx_kl += loss.approx_kl;
+            m.clipfrac += loss.clipfrac;
+            if accumulated == ppo.grad_accum {
+                m.grad_norm += opt.clip_grad_norm(ppo.max_grad_norm);
+                opt.step(lr);
+                opt.zero_grad();
+                accumulated = 0;
+            }
+        }
+    }
+    if accumulated > 0 {
+        m.grad_norm += opt.clip_grad_norm(ppo.max_grad_norm);
+        opt.step(lr);
+        opt.zero_grad();
+    }
+    let used = (m.minibatches - m.skipped).max(1) as f64;
+    for x in [
+        &mut m.policy,
+        &mut m.value,
+        &mut m.entropy,
+        &mut m.approx_kl,
+        &mut m.clipfrac,
+    ] {
+        *x /= used;
+    }
+    m.grad_norm /= (used / ppo.grad_accum as f64).ceil().max(1.0);
+    Ok(m)
+}
+
+fn log_update(logger: &mut dyn Logger, step: u64, lr: f64, m: &UpdateMetrics) -> Result<()> {
+    logger.scalar("charts/learning_rate", step, lr)?;
+    logger.scalar("losses/policy", step, m.policy)?;
+    logger.scalar("losses/value", step, m.value)?;
+    logger.scalar("losses/entropy", step, m.entropy)?;
+    logger.scalar("losses/approx_kl", step, m.approx_kl)?;
+    logger.scalar("losses/clipfrac", step, m.clipfrac)?;
+    logger.scalar("losses/explained_variance", step, m.explained_variance)?;
+    logger.scalar("losses/grad_norm", step, m.grad_norm)?;
+    if m.skipped > 0 {
+        logger.scalar("losses/skipped_minibatches", step, m.skipped as f64)?;
+    }
+    Ok(())
+}
+
+fn log_rollout(
+    logger: &mut dyn Logger,
+    step: u64,
+    s: &CollectStats,
+    seconds: f64,
+    update_seconds: f64,
+) -> Result<()> {
+    if !s.episodes.is_empty() {
+        let n = s.episodes.len() as f64;
+        let mean =
+            |f: &dyn Fn(&sampler::EpisodeStats) -> f64| s.episodes.iter().map(f).sum::<f64>() / n;
+        logger.scalar("charts/episodic_return", step, mean(&|e| e.ret))?;
+        logger.scalar("charts/episodic_length", step, mean(&|e| e.length as f64))?;
+        logger.scalar(
+            "charts/success",
+            step,
+            mean(&|e| f64::from(u8::from(e.success))),
+        )?;
+        let first: Vec<f64> = s
+            .episodes
+            .iter()
+            .filter(|e| e.episode_index == 0)
+            .map(|e| e.ret)
+            .collect();
+        if !first.is_empty() {
+            logger.scalar(
+                "charts/return_first_episode",
+                step,
+                first.iter().sum::<f64>() / first.len() as f64,
+            )?;
+        }
+        let later: Vec<f64> = s
+            .episodes
+            .iter()
+            .filter(|e| e.episode_index > 0)
+            .map(|e| e.ret)
+            .collect();
+        if !later.is_empty() {
+            logger.scalar(
+                "charts/return_later_episodes",
+                step,
+                later.iter().sum::<f64>() / later.len() as f64,
+            )?;
+        }
+    }
+    logger.scalar("charts/sps", step, s.env_steps as f64 / seconds.max(1e-9))?;
+    logger.scalar("perf/rollout_seconds", step, seconds)?;
+    logger.scalar("perf/update_seconds", step, update_seconds)?;
+    logger.scalar("perf/inference_seconds", step, s.inference_seconds)?;
+    logger.scalar("perf/env_seconds", step, s.env_seconds)?;
+    Ok(())
+}
+
+fn evaluate(run: &mut Run, model: &ActorCritic, ppo: &PpoConfig, step: u64) -> Result<()> {
+    let cfg = &run.config;
+    let result = eval::evaluate_actor_critic(
+        model,
+        &cfg.env,
+        &cfg.eval,
+        &cfg.sampler,
+        ppo.rollout_len,
+        cfg.seed ^ 0xE7A1_0000,
+        step,
+        cfg.method_name(),
+    )?;
+    let json = eval::write(&run.dir, &result)?;
+    eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+    let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
+    let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
+    eprintln!(
+        "eval at step {step}: return episode 1 = {first:.1}, episode {} = {last:.1} ({})",
+        result.episodes_per_trial,
+        json.display()
+    );
+    Ok(())
+}
+
+fn save(run: &Run, vs: &VarStore, opt: &Adam, state: &TrainState) -> Result<()> {
+    let optim: Vec<(String, Tensor)> = opt
+        .state_tensors()
+        .into_iter()
+        .map(|(n, t)| (n.trim_start_matches("optim.").to_string(), t))
+        .collect();
+    let groups = [
+        TensorGroup::from_varstore("", vs),
+        TensorGroup::new("optim.", optim),
+    ];
+    run.save_checkpoint(state.env_steps, &groups, serde_json::to_value(state)?)?;
+    Ok(())
+}
