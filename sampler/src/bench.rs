@@ -1,0 +1,274 @@
+//! `icrl bench sampler`: env steps/s of the full sampling loop (policy, envs, storage) and,
+//! for comparison in the same run, of the bare envs stepped the same way as `icrl bench env`
+//! (same slots and threads, random actions, no policy, no storage).
+
+use crate::config::{SamplerConfig, SamplerMode};
+use crate::policy::{obs_spec, ModelPolicy, Policy, RandomPolicy};
+use crate::sampler::{CollectStats, Sampler};
+use crate::storage::RolloutStorage;
+use crate::{ensure_invalid, SamplerError};
+use agent::{ActorCritic, ModelConfig};
+use anyhow::{Context, Result};
+use envs::rng::FastRng;
+use envs::{EnvConfig, Split, StepBatch};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::time::Instant;
+
+/// Which policy acts in the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BenchPolicy {
+    /// [`RandomPolicy`]: measures the sampler's own overhead.
+    #[default]
+    Random,
+    /// ReLIC's tiny transformer (`agent::ModelConfig::default()`) on the CPU with its KV cache.
+    Model,
+}
+
+impl std::str::FromStr for BenchPolicy {
+    type Err = SamplerError;
+
+    /// `"random"` or `"model"`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "random" | "Random" => Ok(BenchPolicy::Random),
+            "model" | "Model" => Ok(BenchPolicy::Model),
+            _ => Err(SamplerError::Invalid(format!(
+                "unknown bench policy {s:?} (expected random or model)"
+            ))),
+        }
+    }
+}
+
+/// Options of `icrl bench sampler`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenchSamplerOptions {
+    /// Environment name (one of `envs::EnvConfig::NAMES`), default config.
+    pub env: String,
+    /// Env slots `B`.
+    pub envs: usize,
+    /// Env worker threads (0 = cores available).
+    pub threads: usize,
+    /// Timed steps per slot (env steps in total: `steps * envs`).
+    pub steps: usize,
+    /// Untimed steps per slot before timing.
+    pub warmup_steps: usize,
+    /// The acting policy.
+    pub policy: BenchPolicy,
+    /// Sync or double-buffered sampling.
+    pub mode: SamplerMode,
+    /// Trial length `T` (the storage and KV cache size); a new trial starts every `T` steps.
+    pub rollout_len: usize,
+    /// Seed of envs, tasks and policy.
+    pub seed: u64,
+    /// Also time the bare envs (same slots and threads) for comparison.
+    pub compare_env: bool,
+}
+
+impl Default for BenchSamplerOptions {
+    fn default() -> Self {
+        BenchSamplerOptions {
+            env: "darkroom".into(),
+            envs: 256,
+            threads: 0,
+            steps: 20_000,
+            warmup_steps: 200,
+            policy: BenchPolicy::Random,
+            mode: SamplerMode::Sync,
+            rollout_len: 1024,
+            seed: 0,
+            compare_env: true,
+        }
+    }
+}
+
+/// Runs `steps` steps per slot (starting new trials whenever storage is full).
+fn run_steps(
+    sampler: &mut Sampler,
+    policy: &mut dyn Policy,
+    storage: &mut RolloutStorage,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    steps: usize,
+    total: &mut CollectStats,
+) -> Result<()> {
+    let mut done = 0;
+    while done < steps {
+        if storage.trial == 0 || storage.len == storage.rollout_len() {
+            let tasks = sampler.sample_tasks(Split::Train, rng)?;
+            let t0 = Instant::now();
+            sampler.start_trials(&tasks, storage)?;
+            total.seconds += t0.elapsed().as_secs_f64();
+        }
+        let n = (storage.rollout_len() - storage.len).min(steps - done);
+        let s = sampler.collect(policy, storage, n)?;
+        total.merge(&s);
+        done += n;
+    }
+    Ok(())
+}
+
+/// Env steps/s of the bare envs: `threads` threads, each stepping its shard of the `envs`
+/// slots `steps` times with random actions (as `icrl bench env` does).
+fn bench_bare_envs(
+    env: &EnvConfig,
+    envs: usize,
+    threads: usize,
+    steps: usize,
+    seed: u64,
+) -> Result<f64> {
+    let shards: Vec<(usize, usize)> = {
+        let k = threads.clamp(1, envs);
+        let mut v = Vec::new();
+        let mut start = 0;
+        for i in 0..k {
+            let len = envs / k + usize::from(i < envs % k);
+            v.push((start, len));
+            start += len;
+        }
+        v
+    };
+    let mut built = Vec::new();
+    for &(first, count) in &shards {
+        built.push(env.build(seed, first, count)?);
+    }
+    let barrier = std::sync::Barrier::new(built.len());
+    let secs: Vec<Result<f64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = built
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut e)| {
+                let barrier = &barrier;
+                scope.spawn(move || -> Result<f64> {
+                    let spec = e.spec().clone();
+                    let n = e.num_envs();
+                    let mut out = StepBatch::new(&spec, n);
+                    let mut actions = vec![0u32; n];
+                    let mut rng = FastRng::new(seed ^ i as u64);
+                    let k = spec.num_actions as u32;
+                    barrier.wait();
+                    let t0 = Instant::now();
+                    for _ in 0..steps {
+                        for a in actions.iter_mut() {
+                            *a = rng.below(k);
+                        }
+                        e.step(&actions, &mut out)?;
+                    }
+                    Ok(t0.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("env bench thread panicked")))
+            })
+            .collect()
+    });
+    let mut worst: f64 = 0.0;
+    for s in secs {
+        worst = worst.max(s?);
+    }
+    Ok((envs * steps) as f64 / worst.max(1e-12))
+}
+
+/// Runs the sampler benchmark; returns one JSON object (env steps/s and where the time goes).
+pub fn bench_sampler(opts: &BenchSamplerOptions) -> Result<serde_json::Value> {
+    ensure_invalid!(opts.envs >= 1, "bench sampler: --envs must be at least 1");
+    ensure_invalid!(opts.steps >= 1, "bench sampler: --steps must be at least 1");
+    ensure_invalid!(
+        opts.rollout_len >= 1,
+        "bench sampler: rollout_len must be at least 1"
+    );
+    let env = EnvConfig::from_name(&opts.env)?;
+    let cfg = SamplerConfig {
+        threads: opts.threads,
+        mode: opts.mode,
+    };
+    let threads = cfg.resolved_threads();
+    let mut sampler = Sampler::new(&env, &cfg, opts.envs, opts.seed)?;
+    let spec = sampler.spec().clone();
+    let mut storage = RolloutStorage::new(&spec, opts.envs, opts.rollout_len, tch::Device::Cpu)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let (model_cfg, model) = match opts.policy {
+        BenchPolicy::Random => (None, None),
+        BenchPolicy::Model => {
+            let mc = ModelConfig::default();
+            let m = ActorCritic::new(&vs.root(), &mc, &obs_spec(&spec))
+                .context("building the model")?;
+            (Some(mc), Some(m))
+        }
+    };
+    let mut policy: Box<dyn Policy + '_> = match &model {
+        None => Box::new(RandomPolicy::new(spec.num_actions, opts.envs, opts.seed)?),
+        Some(m) => Box::new(ModelPolicy::new(
+            m,
+            &sampler.act_groups(),
+            opts.rollout_len,
+            opts.seed,
+        )?),
+    };
+
+    let mut warm = CollectStats::default();
+    run_steps(
+        &mut sampler,
+        policy.as_mut(),
+        &mut storage,
+        &mut rng,
+        opts.warmup_steps,
+        &mut warm,
+    )?;
+    let mut total = CollectStats::default();
+    let t0 = Instant::now();
+    run_steps(
+        &mut sampler,
+        policy.as_mut(),
+        &mut storage,
+        &mut rng,
+        opts.steps,
+        &mut total,
+    )?;
+    let wall = t0.elapsed().as_secs_f64();
+    drop(policy);
+    sampler.shutdown();
+
+    let sps = total.env_steps as f64 / wall.max(1e-12);
+    let share = |x: f64| x / wall.max(1e-12);
+    let mut report = json!({
+        "bench": "sampler",
+        "env": opts.env,
+        "envs": opts.envs,
+        "threads": threads,
+        "mode": match opts.mode { SamplerMode::Sync => "sync", SamplerMode::DoubleBuffered => "double" },
+        "policy": match opts.policy { BenchPolicy::Random => "random", BenchPolicy::Model => "model" },
+        "steps": opts.steps,
+        "rollout_len": opts.rollout_len,
+        "env_steps": total.env_steps,
+        "seconds": wall,
+        "steps_per_sec": sps,
+        "inference_seconds": total.inference_seconds,
+        "env_seconds": total.env_seconds,
+        "transfer_seconds": total.transfer_seconds,
+        "inference_share": share(total.inference_seconds),
+        "env_share": share(total.env_seconds),
+        "transfer_share": share(total.transfer_seconds),
+        "other_share": share(wall - total.inference_seconds - total.env_seconds - total.transfer_seconds).max(0.0),
+        "shard_env_seconds": total.shard_env_seconds,
+        "shard_write_seconds": total.shard_write_seconds,
+        "episodes": total.episodes.len(),
+        "torch_threads": tch::get_num_threads(),
+    });
+    if let Some(mc) = model_cfg {
+        report["model"] = json!({"layers": mc.layers, "d_model": mc.d_model, "heads": mc.heads, "mlp_hidden": mc.mlp_hidden});
+    }
+    if opts.compare_env {
+        let env_sps = bench_bare_envs(&env, opts.envs, threads, opts.steps, opts.seed)?;
+        report["env_only_steps_per_sec"] = json!(env_sps);
+        report["ratio_to_env_only"] = json!(sps / env_sps.max(1e-12));
+    }
+    Ok(report)
+}

@@ -1,0 +1,424 @@
+//! What acts: the [`Policy`] trait, a uniform [`RandomPolicy`] and the transformer
+//! [`ModelPolicy`].
+
+use crate::ensure_invalid;
+use crate::storage::RolloutStorage;
+use agent::{ActorCritic, KvCache, ObsSpec, StepInputs};
+use anyhow::{Context, Result};
+use envs::rng::mix64;
+use envs::EnvSpec;
+use std::ops::Range;
+use tch::{Device, Kind, Tensor};
+
+/// The actions, behaviour log-probabilities and values a policy produced for some env rows,
+/// in row order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyOutput {
+    /// Action of each row, in `0..num_actions`.
+    pub actions: Vec<u32>,
+    /// Log-probability of that action under the behaviour policy.
+    pub logprob: Vec<f32>,
+    /// Value estimate of the row's current token.
+    pub value: Vec<f32>,
+}
+
+/// What acts: one batched inference on the newest token of some slots.
+pub trait Policy {
+    /// Act for env rows `slots` at token column `t` of `storage` (their newest token). Returns
+    /// actions, behaviour log-probs and values for those rows, in row order. The policy decides
+    /// itself when to clear a slot's context (`t == 0`: new trial; or, for the single-episode
+    /// baseline, `step_in_episode == 0`).
+    ///
+    /// The sampler calls it with the ranges of [`crate::Sampler::act_groups`], columns in
+    /// increasing order, each column once per group. In `DoubleBuffered` mode worker threads
+    /// write the *other* group's rows while this runs, so an implementation must read only rows
+    /// `slots` of `storage`.
+    fn act(
+        &mut self,
+        storage: &RolloutStorage,
+        t: usize,
+        slots: Range<usize>,
+    ) -> Result<PolicyOutput>;
+
+    /// Whether `act` reads `storage`. When it does not (e.g. [`RandomPolicy`]), the workers may
+    /// buffer a few steps and land them in storage in chunks, which is much cheaper for long
+    /// trials; either way the storage is complete when `collect` returns.
+    fn reads_storage(&self) -> bool {
+        true
+    }
+}
+
+/// Per-slot random streams (SplitMix64 keyed by `(seed, slot)`), so draws for a slot do not
+/// depend on how the batch is split into calls. The counters are the whole state: save them
+/// with [`SlotStreams::counters`] and restore them for an exact resume.
+#[derive(Debug, Clone)]
+pub struct SlotStreams {
+    keys: Vec<u64>,
+    counters: Vec<u64>,
+}
+
+impl SlotStreams {
+    /// Streams for `num_slots` slots under `seed`.
+    pub fn new(seed: u64, num_slots: usize) -> Self {
+        let base = mix64(seed ^ 0x5A3D_1E57_0000_0000);
+        SlotStreams {
+            keys: (0..num_slots as u64)
+                .map(|s| mix64(base ^ mix64(s)))
+                .collect(),
+            counters: vec![0; num_slots],
+        }
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Next 64 random bits of `slot`'s stream (`slot < len()`, else 0).
+    #[inline]
+    pub fn next_u64(&mut self, slot: usize) -> u64 {
+        match (self.keys.get(slot), self.counters.get_mut(slot)) {
+            (Some(&k), Some(c)) => {
+                *c = c.wrapping_add(1);
+                mix64(k.wrapping_add(c.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            }
+            _ => 0,
+        }
+    }
+
+    /// A uniform float in `[0, 1)` from `slot`'s stream.
+    #[inline]
+    pub fn uniform(&mut self, slot: usize) -> f64 {
+        (self.next_u64(slot) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// A uniform integer in `0..n` (`n > 0`) from `slot`'s stream (multiply-shift).
+    #[inline]
+    pub fn below(&mut self, slot: usize, n: u32) -> u32 {
+        (((self.next_u64(slot) >> 32) * n as u64) >> 32) as u32
+    }
+
+    /// Draws taken so far per slot (the streams' state).
+    pub fn counters(&self) -> &[u64] {
+        &self.counters
+    }
+
+    /// Restores the state saved by [`SlotStreams::counters`]; errors on a length mismatch.
+    pub fn set_counters(&mut self, counters: &[u64]) -> Result<()> {
+        ensure_invalid!(
+            counters.len() == self.counters.len(),
+            "slot streams: got {} counters for {} slots",
+            counters.len(),
+            self.counters.len()
+        );
+        self.counters.copy_from_slice(counters);
+        Ok(())
+    }
+}
+
+/// The token encoder's view of an environment spec.
+pub fn obs_spec(spec: &EnvSpec) -> ObsSpec {
+    ObsSpec {
+        vector_dim: spec.vector_dim,
+        image: spec.image.map(|i| (i.height, i.width)),
+        num_actions: spec.num_actions,
+    }
+}
+
+/// Uniformly random actions from per-slot streams; log-prob `-ln(num_actions)`, value 0.
+#[derive(Debug, Clone)]
+pub struct RandomPolicy {
+    num_actions: u32,
+    streams: SlotStreams,
+}
+
+impl RandomPolicy {
+    /// A random policy over `num_actions` actions for `num_envs` slots, seeded by `seed`.
+    pub fn new(num_actions: usize, num_envs: usize, seed: u64) -> Result<Self> {
+        ensure_invalid!(
+            num_actions >= 1 && num_actions <= u32::MAX as usize,
+            "random policy: num_actions must be in 1..=2^32-1, got {num_actions}"
+        );
+        Ok(RandomPolicy {
+            num_actions: num_actions as u32,
+            streams: SlotStreams::new(seed, num_envs),
+        })
+    }
+
+    /// The per-slot random streams (for saving and restoring their state).
+    pub fn streams_mut(&mut self) -> &mut SlotStreams {
+        &mut self.streams
+    }
+}
+
+impl Policy for RandomPolicy {
+    fn act(
+        &mut self,
+        _storage: &RolloutStorage,
+        _t: usize,
+        slots: Range<usize>,
+    ) -> Result<PolicyOutput> {
+        ensure_invalid!(
+            slots.start <= slots.end && slots.end <= self.streams.len(),
+            "random policy: slots {slots:?} outside 0..{}",
+            self.streams.len()
+        );
+        let n = self.num_actions;
+        let actions = slots.clone().map(|s| self.streams.below(s, n)).collect();
+        let k = slots.len();
+        Ok(PolicyOutput {
+            actions,
+            logprob: vec![-(n as f32).ln(); k],
+            value: vec![0.0; k],
+        })
+    }
+
+    fn reads_storage(&self) -> bool {
+        false
+    }
+}
+
+/// An [`agent::ActorCritic`] acting through its KV cache: one cache per act group (the whole
+/// batch in `Sync` mode, one per half in `DoubleBuffered` mode, see
+/// [`crate::Sampler::act_groups`]), so no cache is ever sliced. Actions are sampled from the
+/// categorical with per-slot streams (or taken greedily), on the model's device.
+///
+/// After a policy update call [`ModelPolicy::refresh`] (or reset the caches yourself and
+/// prefill them with [`ActorCritic::prefill`] from `storage.inputs_rows(0, t, group)`).
+#[derive(Debug)]
+pub struct ModelPolicy<'a> {
+    model: &'a ActorCritic,
+    caches: Vec<(Range<usize>, KvCache)>,
+    streams: SlotStreams,
+    greedy: bool,
+    reset_each_episode: bool,
+    device: Device,
+    num_actions: usize,
+}
+
+impl<'a> ModelPolicy<'a> {
+    /// A policy for the env rows of `groups` (disjoint, non-empty ranges; usually
+    /// [`crate::Sampler::act_groups`]) with caches of `capacity` tokens per slot (the trial
+    /// length for no sliding window) on the model's device; sampling streams seeded by `seed`.
+    pub fn new(
+        model: &'a ActorCritic,
+        groups: &[Range<usize>],
+        capacity: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        ensure_invalid!(!groups.is_empty(), "model policy: no act groups");
+        let mut sorted: Vec<Range<usize>> = groups.to_vec();
+        sorted.sort_by_key(|r| r.start);
+        for (i, g) in sorted.iter().enumerate() {
+            ensure_invalid!(g.start < g.end, "model policy: empty act group {g:?}");
+            if i > 0 {
+                ensure_invalid!(
+                    sorted[i - 1].end <= g.start,
+                    "model policy: act groups {:?} and {g:?} overlap",
+                    sorted[i - 1]
+                );
+            }
+        }
+        let device = model.actor.ws.device();
+        let cfg = model.config();
+        let mut caches = Vec::with_capacity(groups.len());
+        for g in groups {
+            caches.push((g.clone(), KvCache::new(cfg, g.len(), capacity, device)?));
+        }
+        let num_envs = sorted.last().map_or(0, |g| g.end);
+        Ok(ModelPolicy {
+            model,
+            caches,
+            streams: SlotStreams::new(seed, num_envs),
+            greedy: false,
+            reset_each_episode: false,
+            device,
+            num_actions: model.spec().num_actions,
+        })
+    }
+
+    /// Take the most likely action instead of sampling.
+    pub fn set_greedy(&mut self, greedy: bool) {
+        self.greedy = greedy;
+    }
+
+    /// Clear a slot's context at every episode start (the single-episode baseline) instead
+    /// of only at the trial start. (An alternative with the same attention pattern is a model
+    /// with `inter_episode_attention: false`.)
+    pub fn set_reset_each_episode(&mut self, reset: bool) {
+        self.reset_each_episode = reset;
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'a ActorCritic {
+        self.model
+    }
+
+    /// The caches with the env rows each serves.
+    pub fn caches(&self) -> &[(Range<usize>, KvCache)] {
+        &self.caches
+    }
+
+    /// The caches with the env rows each serves, mutably (for a custom refresh).
+    pub fn caches_mut(&mut self) -> &mut [(Range<usize>, KvCache)] {
+        &mut self.caches
+    }
+
+    /// The per-slot sampling streams (for saving and restoring their state).
+    pub fn streams_mut(&mut self) -> &mut SlotStreams {
+        &mut self.streams
+    }
+
+    /// After a policy update: empty every cache and prefill it with token columns `[0, t)` of
+    /// its rows (in chunks of `chunk` tokens), so that the next `act` at column `t` continues
+    /// from the new parameters. Returns per group the values `[rows, t]` of the prefix (empty
+    /// when `t == 0`). Not available with `reset_each_episode`.
+    pub fn refresh(
+        &mut self,
+        storage: &RolloutStorage,
+        t: usize,
+        chunk: usize,
+    ) -> Result<Vec<Tensor>> {
+        ensure_invalid!(
+            !self.reset_each_episode,
+            "model policy: refresh is not available with reset_each_episode; use a model with inter_episode_attention: false instead"
+        );
+        let mut values = Vec::with_capacity(self.caches.len());
+        for (rows, cache) in &mut self.caches {
+            cache.reset_all();
+            if t == 0 {
+                values.push(Tensor::zeros(
+                    [rows.len() as i64, 0],
+                    (Kind::Float, self.device),
+                ));
+                continue;
+            }
+            let x = to_device(storage.inputs_rows(0, t, rows.clone())?, self.device);
+            let (_, v) = self
+                .model
+                .prefill(cache, &x, chunk)
+                .with_context(|| format!("model policy: refreshing the cache of rows {rows:?}"))?;
+            values.push(v);
+        }
+        Ok(values)
+    }
+}
+
+/// Moves inputs to `device` (no-op when they are there).
+fn to_device(x: StepInputs, device: Device) -> StepInputs {
+    if x.prev_action.device() == device {
+        return x;
+    }
+    let m = |t: &Tensor| t.to_device(device);
+    StepInputs {
+        vector: m(&x.vector),
+        image: x.image.as_ref().map(m),
+        prev_action: m(&x.prev_action),
+        prev_reward: m(&x.prev_reward),
+        episode_index: m(&x.episode_index),
+        step_in_episode: m(&x.step_in_episode),
+    }
+}
+
+/// A tensor's values as a host `Vec<T>` (any device, any layout).
+pub(crate) fn to_host<T: tch::kind::Element + Default + Clone>(x: &Tensor) -> Result<Vec<T>> {
+    let x = x
+        .f_to_device(Device::Cpu)?
+        .f_to_kind(T::KIND)?
+        .f_contiguous()?;
+    let n = x.numel();
+    let mut out = vec![T::default(); n];
+    x.f_copy_data(&mut out, n)?;
+    Ok(out)
+}
+
+impl Policy for ModelPolicy<'_> {
+    fn act(
+        &mut self,
+        storage: &RolloutStorage,
+        t: usize,
+        slots: Range<usize>,
+    ) -> Result<PolicyOutput> {
+        let Some(g) = self.caches.iter().position(|(r, _)| *r == slots) else {
+            let groups: Vec<_> = self.caches.iter().map(|(r, _)| r.clone()).collect();
+            return Err(anyhow::Error::new(crate::SamplerError::Invalid(format!(
+                "model policy: slots {slots:?} are not one of its act groups {groups:?}"
+            ))));
+        };
+        ensure_invalid!(
+            slots.end <= storage.num_envs(),
+            "model policy: slots {slots:?} outside the storage's {} rows",
+            storage.num_envs()
+        );
+        let x = to_device(storage.inputs_rows(t, t + 1, slots.clone())?, self.device);
+        let cache = &mut self.caches[g].1;
+        if t == 0 {
+            cache.reset_all();
+        } else if self.reset_each_episode {
+            let steps: Vec<i64> = to_host(&x.step_in_episode)?;
+            for (i, &s) in steps.iter().enumerate() {
+                if s == 0 {
+                    cache.reset_slot(i)?;
+                }
+            }
+        }
+        let (logits, value) = self.model.decode(cache, &x)?;
+        let logp: Vec<f32> = to_host(&logits.f_log_softmax(-1, Kind::Float)?)?;
+        let value: Vec<f32> = to_host(&value)?;
+        let a = self.num_actions;
+        let n = slots.len();
+        ensure_invalid!(
+            logp.len() == n * a && value.len() == n,
+            "model policy: expected {n}x{a} logits and {n} values, got {} and {}",
+            logp.len(),
+            value.len()
+        );
+        let mut out = PolicyOutput {
+            actions: Vec::with_capacity(n),
+            logprob: Vec::with_capacity(n),
+            value,
+        };
+        for (i, slot) in slots.enumerate() {
+            let row = &logp[i * a..(i + 1) * a];
+            ensure_invalid!(
+                row.iter().all(|x| !x.is_nan()),
+                "model policy: NaN action log-probabilities for slot {slot} at column {t}"
+            );
+            let action = if self.greedy {
+                let mut best = 0;
+                for (j, &x) in row.iter().enumerate() {
+                    if x > row[best] {
+                        best = j;
+                    }
+                }
+                best
+            } else {
+                let u = self.streams.uniform(slot);
+                let mut acc = 0.0f64;
+                let mut pick = None;
+                let mut last_possible = 0;
+                for (j, &x) in row.iter().enumerate() {
+                    let p = (x as f64).exp();
+                    if p > 0.0 {
+                        last_possible = j;
+                    }
+                    acc += p;
+                    if u < acc {
+                        pick = Some(j);
+                        break;
+                    }
+                }
+                // Rounding can leave the total just below u: take the last possible action.
+                pick.unwrap_or(last_possible)
+            };
+            out.actions.push(action as u32);
+            out.logprob.push(row[action]);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,729 @@
+//! Env shards and the worker threads that own them.
+//!
+//! A [`Shard`] is a contiguous block of env slots (one `VecEnv`) with its per-slot trial
+//! bookkeeping. Stepping a shard writes its rows of the step's columns straight into the
+//! storage memory ([`RawStorage`]); shards own disjoint rows, so workers never contend.
+
+use crate::policy::PolicyOutput;
+use crate::sampler::EpisodeStats;
+use crate::storage::RawStorage;
+use crate::SamplerError;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use envs::{EnvError, EnvSpec, ObsBatch, StepBatch, TaskId, VecEnv};
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Builds the env slots `[first, first + count)` of the batch (see `envs::EnvConfig::build`).
+pub type ShardBuilder =
+    dyn Fn(usize, usize) -> Result<Box<dyn VecEnv>, EnvError> + Send + Sync + 'static;
+
+/// What a shard reports after a command.
+#[derive(Debug, Default)]
+pub(crate) struct ShardReport {
+    /// Episodes that ended during the command.
+    pub episodes: Vec<EpisodeStats>,
+    /// Seconds inside `VecEnv::step` (or set_task / observe).
+    pub env_secs: f64,
+    /// Seconds writing storage and bookkeeping.
+    pub write_secs: f64,
+}
+
+/// How long a waiting thread spins (then yields) before it blocks. Blocking and waking a
+/// thread costs tens of microseconds on a VM (an inter-processor interrupt), far more than
+/// one env step of a whole shard, so the per-step handoffs between the calling thread and the
+/// workers spin briefly instead.
+pub(crate) const SPIN: Duration = Duration::from_micros(100);
+
+/// Receives from `rx`, spinning (then yielding) for up to `spin` before blocking for up to
+/// `block` more.
+pub(crate) fn recv_spin<T>(
+    rx: &Receiver<T>,
+    spin: Duration,
+    block: Duration,
+) -> Result<T, RecvTimeoutError> {
+    let start = Instant::now();
+    let mut round = 0u32;
+    loop {
+        match rx.try_recv() {
+            Ok(x) => return Ok(x),
+            Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => {}
+        }
+        round += 1;
+        if round < 64 {
+            for _ in 0..(1u32 << (round / 8)) {
+                std::hint::spin_loop();
+            }
+        } else if start.elapsed() < spin {
+            std::thread::yield_now();
+        } else {
+            return rx.recv_timeout(block);
+        }
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+/// A compact list of tasks: all of them up to 8, else the first 8 and a count.
+fn task_list(tasks: &[TaskId]) -> String {
+    if tasks.len() <= 8 {
+        format!("{tasks:?}")
+    } else {
+        format!("{:?} and {} more", &tasks[..8], tasks.len() - 8)
+    }
+}
+
+/// Most columns a shard buffers before it lands them in storage.
+const MAX_CHUNK: usize = 16;
+/// Largest buffer (bytes) a shard keeps for deferred columns; image envs get fewer columns.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// A shard's buffer of not yet landed columns, time-major (`[k][slot][inner]`).
+///
+/// Writing one column of `[B, T]` storage per step touches one cache line (and one page) per
+/// row and field, which for long trials costs several times an env step. The shard therefore
+/// collects up to `cap` consecutive columns here and lands them as runs of `count` contiguous
+/// entries per row and field.
+#[derive(Default)]
+struct ChunkBuf {
+    /// Columns this buffer holds at most.
+    cap: usize,
+    /// Columns held now.
+    count: usize,
+    /// Storage outcome column of buffer column 0 (token column: `tok0`).
+    out0: usize,
+    tok0: usize,
+    vector: Vec<f32>,
+    image: Vec<u8>,
+    prev_action: Vec<i64>,
+    prev_reward: Vec<f32>,
+    episode_index: Vec<i64>,
+    step_in_episode: Vec<i64>,
+    action: Vec<i64>,
+    logprob: Vec<f32>,
+    value: Vec<f32>,
+    reward: Vec<f32>,
+    terminated: Vec<u8>,
+    truncated: Vec<u8>,
+    success: Vec<u8>,
+    next_vector: Vec<f32>,
+    next_image: Vec<u8>,
+}
+
+impl ChunkBuf {
+    fn new(n: usize, v: usize, img: usize) -> Self {
+        // Bytes per slot and column: tokens + outcomes + next observation.
+        let per = 2 * (4 * v + img) + 8 * 4 + 4 * 4 + 3;
+        let cap = (CHUNK_BYTES / (per * n.max(1))).clamp(1, MAX_CHUNK);
+        let m = cap * n;
+        ChunkBuf {
+            cap,
+            vector: vec![0.0; m * v],
+            image: vec![0; m * img],
+            prev_action: vec![0; m],
+            prev_reward: vec![0.0; m],
+            episode_index: vec![0; m],
+            step_in_episode: vec![0; m],
+            action: vec![0; m],
+            logprob: vec![0.0; m],
+            value: vec![0.0; m],
+            reward: vec![0.0; m],
+            terminated: vec![0; m],
+            truncated: vec![0; m],
+            success: vec![0; m],
+            ..Default::default()
+        }
+    }
+}
+
+/// A block of env slots `[first, first + n)` with its trial bookkeeping.
+pub(crate) struct Shard {
+    env: Box<dyn VecEnv>,
+    first: usize,
+    n: usize,
+    seed: u64,
+    name: String,
+    vdim: usize,
+    img: usize,
+    batch: StepBatch,
+    obs: ObsBatch,
+    /// Episode index within the trial, per local slot.
+    episode: Vec<i64>,
+    /// Step within the current episode, per local slot.
+    step: Vec<i64>,
+    /// Return of the current episode so far, per local slot.
+    ret: Vec<f64>,
+    /// Task per local slot (as set by the last start).
+    tasks: Vec<TaskId>,
+    /// Columns not yet landed in storage.
+    buf: ChunkBuf,
+    /// Set once the env panicked or failed: the shard is not used again.
+    failed: bool,
+}
+
+impl Shard {
+    /// Wraps a built env holding global slots `[first, first + env.num_envs())`.
+    pub(crate) fn new(env: Box<dyn VecEnv>, first: usize, seed: u64) -> Shard {
+        let spec = env.spec().clone();
+        let n = env.num_envs();
+        let tasks = (0..n).map(|i| env.task(i).unwrap_or(0)).collect();
+        Shard {
+            first,
+            n,
+            seed,
+            name: spec.name.clone(),
+            vdim: spec.vector_dim,
+            img: spec.image_bytes(),
+            batch: StepBatch::new(&spec, n),
+            obs: ObsBatch::new(&spec, n),
+            episode: vec![0; n],
+            step: vec![0; n],
+            ret: vec![0.0; n],
+            tasks,
+            buf: ChunkBuf::new(n, spec.vector_dim, spec.image_bytes()),
+            failed: false,
+            env,
+        }
+    }
+
+    /// The env's spec.
+    pub(crate) fn spec(&self) -> &EnvSpec {
+        self.env.spec()
+    }
+
+    /// The env's task list of a split.
+    pub(crate) fn env_tasks(&self, split: envs::Split) -> Vec<TaskId> {
+        self.env.tasks(split)
+    }
+
+    /// The global slots of this shard.
+    pub(crate) fn slots(&self) -> std::ops::Range<usize> {
+        self.first..self.first + self.n
+    }
+
+    /// A fault of this shard: local slot `slot` when known, else the whole shard.
+    fn fault(&self, slot: Option<usize>, cause: String) -> SamplerError {
+        let (slots, tasks) = match slot.filter(|&s| s < self.n) {
+            Some(s) => (
+                format!("slot {}", self.first + s),
+                format!("task {}", self.tasks[s]),
+            ),
+            None if self.n == 1 => (
+                format!("slot {}", self.first),
+                format!("task {}", self.tasks[0]),
+            ),
+            None => (
+                format!("slots {}..{}", self.first, self.first + self.n),
+                format!("tasks {}", task_list(&self.tasks)),
+            ),
+        };
+        SamplerError::EnvFault {
+            env: self.name.clone(),
+            seed: self.seed,
+            slots,
+            tasks,
+            cause,
+        }
+    }
+
+    /// An env error as a fault, naming the slot when the error does.
+    fn env_fault(&self, e: &EnvError, during: &str) -> SamplerError {
+        let slot = match e {
+            EnvError::ActionOutOfRange { slot, .. } => Some(*slot),
+            EnvError::SlotOutOfRange { slot, .. } => Some(*slot),
+            _ => None,
+        };
+        self.fault(slot, format!("{during}: {e}"))
+    }
+
+    /// Runs `f` on this shard, turning a panic into a fault (and marking the shard failed).
+    pub(crate) fn guarded<T>(
+        &mut self,
+        during: &str,
+        f: impl FnOnce(&mut Shard) -> Result<T, SamplerError>,
+    ) -> Result<T, SamplerError> {
+        if self.failed {
+            return Err(SamplerError::Stopped(format!(
+                "env shard {}..{} failed earlier",
+                self.first,
+                self.first + self.n
+            )));
+        }
+        match catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(Ok(x)) => Ok(x),
+            Ok(Err(e)) => {
+                if matches!(e, SamplerError::EnvFault { .. }) {
+                    self.failed = true;
+                }
+                Err(e)
+            }
+            Err(payload) => {
+                self.failed = true;
+                Err(self.fault(
+                    None,
+                    format!("panicked {during}: {}", panic_message(payload.as_ref())),
+                ))
+            }
+        }
+    }
+
+    /// Checks the env's buffers have the sizes the spec promises.
+    fn check_obs(&self, obs: &ObsBatch, what: &str) -> Result<(), SamplerError> {
+        if obs.vector.len() != self.n * self.vdim || obs.image.len() != self.n * self.img {
+            return Err(self.fault(
+                None,
+                format!(
+                    "{what}: the env wrote {} floats and {} image bytes for {} slots, expected {} and {}",
+                    obs.vector.len(),
+                    obs.image.len(),
+                    self.n,
+                    self.n * self.vdim,
+                    self.n * self.img
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts a trial: puts every slot on its task (`tasks` is indexed by global slot), starts
+    /// a new episode and writes token column `col` of its rows (prev action/reward 0, episode 0,
+    /// step 0). Columns still buffered from an earlier trial are dropped.
+    pub(crate) fn start(
+        &mut self,
+        tasks: &[TaskId],
+        target: &RawStorage,
+        col: usize,
+    ) -> Result<ShardReport, SamplerError> {
+        let t0 = Instant::now();
+        self.buf.count = 0;
+        let Some(mine) = tasks.get(self.first..self.first + self.n) else {
+            return Err(SamplerError::Invalid(format!(
+                "start: {} tasks for a batch that has slot {}",
+                tasks.len(),
+                self.first + self.n - 1
+            )));
+        };
+        for (i, &task) in mine.iter().enumerate() {
+            if let Err(e) = self.env.set_task(i, task) {
+                return Err(SamplerError::Invalid(format!(
+                    "environment '{}' (seed {}) rejected task {task} for slot {}: {e}",
+                    self.name,
+                    self.seed,
+                    self.first + i
+                )));
+            }
+            self.tasks[i] = task;
+        }
+        for i in 0..self.n {
+            if let Err(e) = self.env.observe_slot(i, &mut self.obs) {
+                return Err(self.env_fault(&e, "observing the first observation"));
+            }
+        }
+        self.check_obs(&self.obs, "observe")?;
+        let t1 = Instant::now();
+        let rows = self.slots();
+        self.episode.iter_mut().for_each(|x| *x = 0);
+        self.step.iter_mut().for_each(|x| *x = 0);
+        self.ret.iter_mut().for_each(|x| *x = 0.0);
+        let zeros_i = vec![0i64; self.n];
+        let zeros_f = vec![0f32; self.n];
+        // SAFETY: this shard owns `rows`; the sampler keeps the memory alive (see RawField).
+        let ok = unsafe {
+            target.vector.write_block(&rows, col, 1, &self.obs.vector)
+                && target
+                    .image
+                    .as_ref()
+                    .is_none_or(|f| f.write_block(&rows, col, 1, &self.obs.image))
+                && target.prev_action.write_block(&rows, col, 1, &zeros_i)
+                && target.prev_reward.write_block(&rows, col, 1, &zeros_f)
+                && target.episode_index.write_block(&rows, col, 1, &zeros_i)
+                && target.step_in_episode.write_block(&rows, col, 1, &zeros_i)
+        };
+        if !ok {
+            return Err(SamplerError::Invalid(format!(
+                "storage does not fit rows {rows:?}, token column {col}"
+            )));
+        }
+        Ok(ShardReport {
+            episodes: Vec::new(),
+            env_secs: (t1 - t0).as_secs_f64(),
+            write_secs: t1.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Lands the buffered columns in `target`.
+    pub(crate) fn flush(&mut self, target: &RawStorage) -> Result<(), SamplerError> {
+        let count = self.buf.count;
+        if count == 0 {
+            return Ok(());
+        }
+        self.buf.count = 0;
+        let rows = self.slots();
+        let b = &self.buf;
+        let (o, t) = (b.out0, b.tok0);
+        // SAFETY: this shard owns `rows`; the sampler keeps the memory alive (see RawField);
+        // write_block checks the bounds.
+        let ok = unsafe {
+            target.vector.write_block(&rows, t, count, &b.vector)
+                && target
+                    .image
+                    .as_ref()
+                    .is_none_or(|f| f.write_block(&rows, t, count, &b.image))
+                && target
+                    .prev_action
+                    .write_block(&rows, t, count, &b.prev_action)
+                && target
+                    .prev_reward
+                    .write_block(&rows, t, count, &b.prev_reward)
+                && target
+                    .episode_index
+                    .write_block(&rows, t, count, &b.episode_index)
+                && target
+                    .step_in_episode
+                    .write_block(&rows, t, count, &b.step_in_episode)
+                && target.action.write_block(&rows, o, count, &b.action)
+                && target.logprob.write_block(&rows, o, count, &b.logprob)
+                && target.value.write_block(&rows, o, count, &b.value)
+                && target.reward.write_block(&rows, o, count, &b.reward)
+                && target
+                    .terminated
+                    .write_block(&rows, o, count, &b.terminated)
+                && target.truncated.write_block(&rows, o, count, &b.truncated)
+                && target.success.write_block(&rows, o, count, &b.success)
+                && target
+                    .next_vector
+                    .as_ref()
+                    .is_none_or(|f| f.write_block(&rows, o, count, &b.next_vector))
+                && target
+                    .next_image
+                    .as_ref()
+                    .is_none_or(|f| f.write_block(&rows, o, count, &b.next_image))
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(SamplerError::Invalid(format!(
+                "storage does not fit rows {rows:?}, columns {o}/{t} + {count}"
+            )))
+        }
+    }
+
+    /// One step of every slot: actions (and log-probs, values) from `out` starting at index
+    /// `off`; outcomes go to outcome column `out_col`, the next token to token column
+    /// `tok_col` of `target`; `step_col` is the storage column of this step (for episode
+    /// records). The columns are buffered and land in `target` when the buffer is full or
+    /// when `land` is set (then everything buffered lands).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn step(
+        &mut self,
+        out: &PolicyOutput,
+        off: usize,
+        target: &RawStorage,
+        out_col: usize,
+        tok_col: usize,
+        step_col: usize,
+        land: bool,
+    ) -> Result<ShardReport, SamplerError> {
+        let n = self.n;
+        let (Some(actions), Some(logprob), Some(value)) = (
+            out.actions.get(off..off + n),
+            out.logprob.get(off..off + n),
+            out.value.get(off..off + n),
+        ) else {
+            return Err(SamplerError::Invalid(format!(
+                "policy output too short for slots {:?}",
+                self.slots()
+            )));
+        };
+        let t0 = Instant::now();
+        if let Err(e) = self.env.step(actions, &mut self.batch) {
+            return Err(self.env_fault(&e, &format!("step at column {step_col}")));
+        }
+        let t1 = Instant::now();
+        let b = &self.batch;
+        if b.reward.len() != n
+            || b.terminated.len() != n
+            || b.truncated.len() != n
+            || b.success.len() != n
+        {
+            return Err(self.fault(
+                None,
+                "step: the env wrote outcome buffers of the wrong size".into(),
+            ));
+        }
+        self.check_obs(&b.obs, "step")?;
+        let next_obs = target.next_vector.is_some();
+        if next_obs {
+            self.check_obs(&b.final_obs, "step (final observation)")?;
+        }
+        // Columns must follow each other in the buffer; land what is there otherwise.
+        if self.buf.count > 0
+            && (out_col != self.buf.out0 + self.buf.count
+                || tok_col != self.buf.tok0 + self.buf.count)
+        {
+            self.flush(target)?;
+        }
+        let b = &self.batch;
+        let buf = &mut self.buf;
+        if buf.count == 0 {
+            buf.out0 = out_col;
+            buf.tok0 = tok_col;
+        }
+        let (v, img) = (self.vdim, self.img);
+        if next_obs && buf.next_vector.len() != buf.cap * n * v {
+            buf.next_vector.resize(buf.cap * n * v, 0.0);
+            buf.next_image.resize(buf.cap * n * img, 0);
+        }
+        let base = buf.count * n;
+        // The env's observations are already laid out [slot][inner]: one copy per column.
+        buf.vector[base * v..(base + n) * v].copy_from_slice(&b.obs.vector);
+        buf.image[base * img..(base + n) * img].copy_from_slice(&b.obs.image);
+        if next_obs {
+            buf.next_vector[base * v..(base + n) * v].copy_from_slice(&b.obs.vector);
+            buf.next_image[base * img..(base + n) * img].copy_from_slice(&b.obs.image);
+        }
+        // Field by field (vectorisable copies), then the per-slot bookkeeping.
+        let col = base..base + n;
+        buf.logprob[col.clone()].copy_from_slice(logprob);
+        buf.value[col.clone()].copy_from_slice(value);
+        buf.reward[col.clone()].copy_from_slice(&b.reward);
+        for (d, &a) in buf.action[col.clone()].iter_mut().zip(actions) {
+            *d = a as i64;
+        }
+        for (d, &x) in buf.terminated[col.clone()].iter_mut().zip(&b.terminated) {
+            *d = x as u8;
+        }
+        for (d, &x) in buf.truncated[col.clone()].iter_mut().zip(&b.truncated) {
+            *d = x as u8;
+        }
+        for (d, &x) in buf.success[col.clone()].iter_mut().zip(&b.success) {
+            *d = x as u8;
+        }
+        let mut episodes = Vec::new();
+        for (i, &a) in actions.iter().enumerate() {
+            let j = base + i;
+            let r = b.reward[i];
+            self.ret[i] += r as f64;
+            if b.terminated[i] | b.truncated[i] {
+                if next_obs {
+                    buf.next_vector[j * v..(j + 1) * v]
+                        .copy_from_slice(&b.final_obs.vector[i * v..(i + 1) * v]);
+                    buf.next_image[j * img..(j + 1) * img]
+                        .copy_from_slice(&b.final_obs.image[i * img..(i + 1) * img]);
+                }
+                episodes.push(EpisodeStats {
+                    slot: self.first + i,
+                    task: self.tasks[i],
+                    episode_index: self.episode[i] as usize,
+                    ret: self.ret[i],
+                    length: self.step[i] as usize + 1,
+                    success: b.success[i],
+                    end_step: step_col,
+                    terminated: b.terminated[i],
+                });
+                self.episode[i] += 1;
+                self.step[i] = 0;
+                self.ret[i] = 0.0;
+                buf.prev_action[j] = 0;
+                buf.prev_reward[j] = 0.0;
+            } else {
+                self.step[i] += 1;
+                buf.prev_action[j] = a as i64 + 1;
+                buf.prev_reward[j] = r;
+            }
+        }
+        buf.episode_index[col.clone()].copy_from_slice(&self.episode);
+        buf.step_in_episode[col].copy_from_slice(&self.step);
+        buf.count += 1;
+        if land || buf.count >= buf.cap {
+            self.flush(target)?;
+        }
+        Ok(ShardReport {
+            episodes,
+            env_secs: (t1 - t0).as_secs_f64(),
+            write_secs: t1.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// A command to a worker thread.
+pub(crate) enum Cmd {
+    /// Start a trial in all of the worker's shards ([`Shard::start`]).
+    Start {
+        tasks: Arc<Vec<TaskId>>,
+        target: RawStorage,
+        col: usize,
+    },
+    /// Step the worker's shard of act group `group` ([`Shard::step`]); `out` covers the group,
+    /// whose first slot is `group_start`.
+    Step {
+        group: usize,
+        out: Arc<PolicyOutput>,
+        group_start: usize,
+        target: RawStorage,
+        out_col: usize,
+        tok_col: usize,
+        step_col: usize,
+        land: bool,
+    },
+    /// Land every buffered column of the worker's shards ([`Shard::flush`]).
+    Flush { target: RawStorage },
+}
+
+/// Which kind of command a reply answers (its "lane"): a step of act group `g`, or a start.
+pub(crate) const START_LANE: usize = 2;
+
+/// A worker's answer to one command.
+pub(crate) struct Reply {
+    pub worker: usize,
+    pub lane: usize,
+    pub result: Result<ShardReport, SamplerError>,
+}
+
+/// Runs one command on a worker's shards (`shards[g]` = its shard of act group `g`).
+pub(crate) fn run_cmd(
+    shards: &mut [Shard],
+    cmd: Cmd,
+) -> (usize, Result<ShardReport, SamplerError>) {
+    match cmd {
+        Cmd::Start { tasks, target, col } => {
+            let mut total = ShardReport::default();
+            for shard in shards.iter_mut() {
+                match shard.guarded("starting a trial", |s| s.start(&tasks, &target, col)) {
+                    Ok(r) => {
+                        total.env_secs += r.env_secs;
+                        total.write_secs += r.write_secs;
+                    }
+                    Err(e) => return (START_LANE, Err(e)),
+                }
+            }
+            (START_LANE, Ok(total))
+        }
+        Cmd::Flush { target } => {
+            let t0 = Instant::now();
+            for shard in shards.iter_mut() {
+                if let Err(e) = shard.guarded("landing buffered steps", |s| s.flush(&target)) {
+                    return (START_LANE, Err(e));
+                }
+            }
+            let report = ShardReport {
+                write_secs: t0.elapsed().as_secs_f64(),
+                ..ShardReport::default()
+            };
+            (START_LANE, Ok(report))
+        }
+        Cmd::Step {
+            group,
+            out,
+            group_start,
+            target,
+            out_col,
+            tok_col,
+            step_col,
+            land,
+        } => {
+            let Some(shard) = shards.get_mut(group) else {
+                return (
+                    group,
+                    Err(SamplerError::Invalid(format!(
+                        "worker has no shard for group {group}"
+                    ))),
+                );
+            };
+            let off = shard.first.saturating_sub(group_start);
+            let r = shard.guarded(&format!("stepping at column {step_col}"), |s| {
+                s.step(&out, off, &target, out_col, tok_col, step_col, land)
+            });
+            (group, r)
+        }
+    }
+}
+
+/// The body of a worker thread: build the shards `plan` (global `(first, count)` per act
+/// group), report them on `ready`, then serve commands until the command channel closes.
+pub(crate) fn worker_main(
+    worker: usize,
+    plan: Vec<(usize, usize)>,
+    seed: u64,
+    build: Arc<ShardBuilder>,
+    ready: Sender<(usize, Result<Vec<EnvSpec>, SamplerError>)>,
+    cmds: Receiver<Cmd>,
+    replies: Sender<Reply>,
+) {
+    let mut shards = Vec::with_capacity(plan.len());
+    for &(first, count) in &plan {
+        match build_shard(build.as_ref(), first, count, seed) {
+            Ok(s) => shards.push(s),
+            Err(e) => {
+                let _ = ready.send((worker, Err(e)));
+                return;
+            }
+        }
+    }
+    let specs = shards.iter().map(|s| s.spec().clone()).collect();
+    if ready.send((worker, Ok(specs))).is_err() {
+        return;
+    }
+    drop(ready);
+    loop {
+        let cmd = match recv_spin(&cmds, SPIN, Duration::from_secs(3600)) {
+            Ok(cmd) => cmd,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let (lane, result) = run_cmd(&mut shards, cmd);
+        if replies
+            .send(Reply {
+                worker,
+                lane,
+                result,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Builds one shard, turning an error or a panic of the builder into a fault.
+pub(crate) fn build_shard(
+    build: &ShardBuilder,
+    first: usize,
+    count: usize,
+    seed: u64,
+) -> Result<Shard, SamplerError> {
+    let fail = |cause: String| SamplerError::EnvFault {
+        env: "(building)".into(),
+        seed,
+        slots: format!("slots {first}..{}", first + count),
+        tasks: "tasks (not set yet)".into(),
+        cause,
+    };
+    match catch_unwind(AssertUnwindSafe(|| build(first, count))) {
+        Ok(Ok(env)) => {
+            if env.num_envs() != count {
+                return Err(fail(format!(
+                    "the builder made {} slots, expected {count}",
+                    env.num_envs()
+                )));
+            }
+            Ok(Shard::new(env, first, seed))
+        }
+        Ok(Err(e)) => Err(fail(format!("building the envs: {e}"))),
+        Err(p) => Err(fail(format!(
+            "panicked while building: {}",
+            panic_message(p.as_ref())
+        ))),
+    }
+}
