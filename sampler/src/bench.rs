@@ -1,6 +1,6 @@
 //! `icrl bench sampler`: env steps/s of the full sampling loop (policy, envs, storage) and,
-//! for comparison in the same run, of the bare envs stepped the same way as `icrl bench env`
-//! (same slots and threads, random actions, no policy, no storage).
+//! for comparison in the same run, `icrl bench env` (`envs::tools::bench`) at the same env
+//! count and threads (random actions, no policy, no storage).
 
 use crate::config::{SamplerConfig, SamplerMode};
 use crate::policy::{obs_spec, ModelPolicy, Policy, RandomPolicy};
@@ -9,8 +9,7 @@ use crate::storage::RolloutStorage;
 use crate::{ensure_invalid, SamplerError};
 use agent::{ActorCritic, ModelConfig};
 use anyhow::{Context, Result};
-use envs::rng::FastRng;
-use envs::{EnvConfig, Split, StepBatch};
+use envs::{EnvConfig, Split};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -109,71 +108,6 @@ fn run_steps(
     Ok(())
 }
 
-/// Env steps/s of the bare envs: `threads` threads, each stepping its shard of the `envs`
-/// slots `steps` times with random actions (as `icrl bench env` does).
-fn bench_bare_envs(
-    env: &EnvConfig,
-    envs: usize,
-    threads: usize,
-    steps: usize,
-    seed: u64,
-) -> Result<f64> {
-    let shards: Vec<(usize, usize)> = {
-        let k = threads.clamp(1, envs);
-        let mut v = Vec::new();
-        let mut start = 0;
-        for i in 0..k {
-            let len = envs / k + usize::from(i < envs % k);
-            v.push((start, len));
-            start += len;
-        }
-        v
-    };
-    let mut built = Vec::new();
-    for &(first, count) in &shards {
-        built.push(env.build(seed, first, count)?);
-    }
-    let barrier = std::sync::Barrier::new(built.len());
-    let secs: Vec<Result<f64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = built
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut e)| {
-                let barrier = &barrier;
-                scope.spawn(move || -> Result<f64> {
-                    let spec = e.spec().clone();
-                    let n = e.num_envs();
-                    let mut out = StepBatch::new(&spec, n);
-                    let mut actions = vec![0u32; n];
-                    let mut rng = FastRng::new(seed ^ i as u64);
-                    let k = spec.num_actions as u32;
-                    barrier.wait();
-                    let t0 = Instant::now();
-                    for _ in 0..steps {
-                        for a in actions.iter_mut() {
-                            *a = rng.below(k);
-                        }
-                        e.step(&actions, &mut out)?;
-                    }
-                    Ok(t0.elapsed().as_secs_f64())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("env bench thread panicked")))
-            })
-            .collect()
-    });
-    let mut worst: f64 = 0.0;
-    for s in secs {
-        worst = worst.max(s?);
-    }
-    Ok((envs * steps) as f64 / worst.max(1e-12))
-}
-
 /// Runs the sampler benchmark; returns one JSON object (env steps/s and where the time goes).
 pub fn bench_sampler(opts: &BenchSamplerOptions) -> Result<serde_json::Value> {
     ensure_invalid!(opts.envs >= 1, "bench sampler: --envs must be at least 1");
@@ -266,7 +200,15 @@ pub fn bench_sampler(opts: &BenchSamplerOptions) -> Result<serde_json::Value> {
         report["model"] = json!({"layers": mc.layers, "d_model": mc.d_model, "heads": mc.heads, "mlp_hidden": mc.mlp_hidden});
     }
     if opts.compare_env {
-        let env_sps = bench_bare_envs(&env, opts.envs, threads, opts.steps, opts.seed)?;
+        // `icrl bench env` at the same env count and threads, in this run.
+        let env_report = envs::tools::bench(
+            &env,
+            opts.envs,
+            threads.min(opts.envs),
+            opts.steps * opts.envs,
+            opts.seed,
+        )?;
+        let env_sps = env_report["steps_per_sec"].as_f64().unwrap_or(0.0);
         report["env_only_steps_per_sec"] = json!(env_sps);
         report["ratio_to_env_only"] = json!(sps / env_sps.max(1e-12));
     }

@@ -46,6 +46,15 @@ pub trait Policy {
     fn reads_storage(&self) -> bool {
         true
     }
+
+    /// For a policy that draws each slot's action uniformly from that slot's own stream and
+    /// reads nothing else (e.g. [`RandomPolicy`]): its number of actions and its streams
+    /// (log-prob `-ln(num_actions)`, value 0). The sampler then lets every worker draw its own
+    /// slots' actions and run all requested steps without per-step synchronisation; the data
+    /// is identical to calling `act` step by step. Default: `None` (use `act`).
+    fn uniform_streams(&mut self) -> Option<(u32, &mut SlotStreams)> {
+        None
+    }
 }
 
 /// Per-slot random streams (SplitMix64 keyed by `(seed, slot)`), so draws for a slot do not
@@ -101,6 +110,24 @@ impl SlotStreams {
     #[inline]
     pub fn below(&mut self, slot: usize, n: u32) -> u32 {
         (((self.next_u64(slot) >> 32) * n as u64) >> 32) as u32
+    }
+
+    /// The streams of slots `range` (re-indexed from 0), for a worker that owns them.
+    pub(crate) fn extract(&self, range: Range<usize>) -> SlotStreams {
+        let r = range.start.min(self.len())..range.end.min(self.len());
+        SlotStreams {
+            keys: self.keys[r.clone()].to_vec(),
+            counters: self.counters[r].to_vec(),
+        }
+    }
+
+    /// Takes back the state of slots `range.start..` from `part` (see [`SlotStreams::extract`]).
+    pub(crate) fn absorb(&mut self, start: usize, part: &SlotStreams) {
+        for (i, &c) in part.counters.iter().enumerate() {
+            if let Some(d) = self.counters.get_mut(start + i) {
+                *d = c;
+            }
+        }
     }
 
     /// Draws taken so far per slot (the streams' state).
@@ -180,6 +207,10 @@ impl Policy for RandomPolicy {
 
     fn reads_storage(&self) -> bool {
         false
+    }
+
+    fn uniform_streams(&mut self) -> Option<(u32, &mut SlotStreams)> {
+        Some((self.num_actions, &mut self.streams))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::config::{SamplerConfig, SamplerMode};
 use crate::ensure_invalid;
-use crate::policy::{Policy, PolicyOutput};
+use crate::policy::{Policy, PolicyOutput, SlotStreams};
 use crate::storage::{RawStorage, RolloutStorage};
 use crate::worker::{
     build_shard, panic_message, recv_spin, worker_main, Cmd, Reply, Shard, ShardReport, SPIN,
@@ -89,10 +89,11 @@ impl CollectStats {
         self.shard_write_seconds += other.shard_write_seconds;
     }
 
-    fn add_report(&mut self, r: ShardReport) {
+    fn add_report(&mut self, r: ShardReport) -> Vec<(usize, SlotStreams)> {
         self.shard_env_seconds += r.env_secs;
         self.shard_write_seconds += r.write_secs;
         self.episodes.extend(r.episodes);
+        r.streams
     }
 }
 
@@ -143,6 +144,10 @@ pub struct Sampler {
     needs_restart: bool,
     /// Route CPU storage through the staging columns too (tests of the device path).
     force_staging: bool,
+    /// Each worker's shards (one per act group).
+    worker_shards: Vec<Vec<Range<usize>>>,
+    /// Random streams handed back by workers after a local run.
+    returned_streams: Vec<(usize, SlotStreams)>,
 }
 
 /// Act groups, the inline shard's slots (Sync mode) and each worker's shards (one per group).
@@ -236,7 +241,7 @@ impl Sampler {
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
         let mut workers = Vec::with_capacity(plans.len());
         let mut spawn_error = None;
-        for (w, plan) in plans.into_iter().enumerate() {
+        for (w, plan) in plans.iter().enumerate() {
             let (tx, rx) = crossbeam_channel::unbounded::<Cmd>();
             let plan: Vec<(usize, usize)> = plan.iter().map(|r| (r.start, r.len())).collect();
             let (build, ready, replies) = (build.clone(), ready_tx.clone(), reply_tx.clone());
@@ -281,6 +286,8 @@ impl Sampler {
             fault: None,
             needs_restart: true,
             force_staging: false,
+            worker_shards: plans,
+            returned_streams: Vec::new(),
         };
         if let Some(e) = spawn_error {
             sampler.shutdown();
@@ -572,10 +579,18 @@ impl Sampler {
         let mut stats = CollectStats::default();
         if steps > 0 {
             let target = self.target(storage)?;
-            let result = match self.mode {
-                SamplerMode::Sync => self.run_sync(policy, storage, &target, steps, &mut stats),
-                SamplerMode::DoubleBuffered => {
-                    self.run_double(policy, storage, &target, steps, &mut stats)
+            let local = !target.staged
+                && policy.uniform_streams().is_some_and(|(k, st)| {
+                    k as usize == self.spec.num_actions && st.len() == self.num_envs
+                });
+            let result = if local {
+                self.run_local(policy, storage, &target, steps, &mut stats)
+            } else {
+                match self.mode {
+                    SamplerMode::Sync => self.run_sync(policy, storage, &target, steps, &mut stats),
+                    SamplerMode::DoubleBuffered => {
+                        self.run_double(policy, storage, &target, steps, &mut stats)
+                    }
                 }
             };
             // Whatever happened, no command may still be in flight when we return, and every
@@ -681,7 +696,7 @@ impl Sampler {
             let r = shard.guarded(&format!("stepping at column {c}"), |s| {
                 s.step(out, off, &target.raw, out_col, tok_col, c, land)
             })?;
-            stats.add_report(r);
+            let _ = stats.add_report(r);
         }
         Ok(())
     }
@@ -707,6 +722,72 @@ impl Sampler {
                 })?;
         }
         stats.transfer_seconds += t0.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Every shard runs all `steps` on its own, drawing uniform actions from the policy's
+    /// per-slot streams (see [`Policy::uniform_streams`]): no per-step synchronisation.
+    fn run_local(
+        &mut self,
+        policy: &mut dyn Policy,
+        storage: &mut RolloutStorage,
+        target: &Target,
+        steps: usize,
+        stats: &mut CollectStats,
+    ) -> Result<(), SamplerError> {
+        let Some((k, streams)) = policy.uniform_streams() else {
+            return Err(SamplerError::Invalid(
+                "policy has no uniform streams".into(),
+            ));
+        };
+        let c0 = self.col;
+        self.needs_restart = true;
+        self.returned_streams.clear();
+        let t0 = Instant::now();
+        for w in 0..self.workers.len() {
+            let parts = self.worker_shards[w]
+                .iter()
+                .map(|r| streams.extract(r.clone()))
+                .collect();
+            self.send(
+                w,
+                START_LANE,
+                Cmd::RunLocal {
+                    steps,
+                    col0: c0,
+                    num_actions: k,
+                    streams: parts,
+                    target: target.raw,
+                },
+            );
+        }
+        let mut first = None;
+        if let Some(shard) = self.inline.as_mut() {
+            let range = shard.slots();
+            let mut part = streams.extract(range.clone());
+            let r = shard.guarded(&format!("running steps {c0}..{}", c0 + steps), |s| {
+                s.run_local(steps, c0, k, &mut part, &target.raw)
+            });
+            match r {
+                Ok(r) => {
+                    let _ = stats.add_report(r);
+                    streams.absorb(range.start, &part);
+                }
+                Err(e) => first = Some(e),
+            }
+        }
+        let waited = self.wait_lane(START_LANE, stats);
+        stats.env_seconds += t0.elapsed().as_secs_f64();
+        for (start, part) in self.returned_streams.drain(..) {
+            streams.absorb(start, &part);
+        }
+        if let Some(e) = first {
+            return Err(e);
+        }
+        waited?;
+        self.col = c0 + steps;
+        storage.len = self.col;
+        self.needs_restart = false;
         Ok(())
     }
 
@@ -820,7 +901,7 @@ impl Sampler {
                         w.inflight[reply.lane] = w.inflight[reply.lane].saturating_sub(1);
                     }
                     match reply.result {
-                        Ok(r) => stats.add_report(r),
+                        Ok(r) => self.returned_streams.extend(stats.add_report(r)),
                         Err(e) => {
                             first_error.get_or_insert(e);
                         }

@@ -591,6 +591,15 @@ impl<T: RawElement> RawField<T> {
                 for k in 0..count {
                     *dst.add(k) = *src.get_unchecked(k * n + i);
                 }
+            } else if inner <= 4 {
+                // Small entries (grid coordinates): element loops beat a memcpy call each.
+                for k in 0..count {
+                    let s = src.as_ptr().add((k * n + i) * inner);
+                    let d = dst.add(k * inner);
+                    for e in 0..inner {
+                        *d.add(e) = *s.add(e);
+                    }
+                }
             } else {
                 for k in 0..count {
                     let s = src.as_ptr().add((k * n + i) * inner);

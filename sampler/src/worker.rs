@@ -4,7 +4,7 @@
 //! bookkeeping. Stepping a shard writes its rows of the step's columns straight into the
 //! storage memory ([`RawStorage`]); shards own disjoint rows, so workers never contend.
 
-use crate::policy::PolicyOutput;
+use crate::policy::{PolicyOutput, SlotStreams};
 use crate::sampler::EpisodeStats;
 use crate::storage::RawStorage;
 use crate::SamplerError;
@@ -28,6 +28,8 @@ pub(crate) struct ShardReport {
     pub env_secs: f64,
     /// Seconds writing storage and bookkeeping.
     pub write_secs: f64,
+    /// After a local run: each shard's first slot and its random streams' new state.
+    pub streams: Vec<(usize, SlotStreams)>,
 }
 
 /// How long a waiting thread spins (then yields) before it blocks. Blocking and waking a
@@ -359,6 +361,7 @@ impl Shard {
             episodes: Vec::new(),
             env_secs: (t1 - t0).as_secs_f64(),
             write_secs: t1.elapsed().as_secs_f64(),
+            streams: Vec::new(),
         })
     }
 
@@ -417,6 +420,36 @@ impl Shard {
                 "storage does not fit rows {rows:?}, columns {o}/{t} + {count}"
             )))
         }
+    }
+
+    /// `steps` steps from column `col0` with uniformly random actions drawn from `streams`
+    /// (this shard's slots, indexed from 0), everything landed at the end.
+    pub(crate) fn run_local(
+        &mut self,
+        steps: usize,
+        col0: usize,
+        num_actions: u32,
+        streams: &mut SlotStreams,
+        target: &RawStorage,
+    ) -> Result<ShardReport, SamplerError> {
+        let n = self.n;
+        let mut out = PolicyOutput {
+            actions: vec![0; n],
+            logprob: vec![-(num_actions.max(1) as f32).ln(); n],
+            value: vec![0.0; n],
+        };
+        let mut total = ShardReport::default();
+        for s in 0..steps {
+            for (i, a) in out.actions.iter_mut().enumerate() {
+                *a = streams.below(i, num_actions);
+            }
+            let c = col0 + s;
+            let r = self.step(&out, 0, target, c, c + 1, c, s + 1 == steps)?;
+            total.env_secs += r.env_secs;
+            total.write_secs += r.write_secs;
+            total.episodes.extend(r.episodes);
+        }
+        Ok(total)
     }
 
     /// One step of every slot: actions (and log-probs, values) from `out` starting at index
@@ -553,6 +586,7 @@ impl Shard {
             episodes,
             env_secs: (t1 - t0).as_secs_f64(),
             write_secs: t1.elapsed().as_secs_f64(),
+            streams: Vec::new(),
         })
     }
 }
@@ -579,6 +613,15 @@ pub(crate) enum Cmd {
     },
     /// Land every buffered column of the worker's shards ([`Shard::flush`]).
     Flush { target: RawStorage },
+    /// Run `steps` steps from column `col0` on all of the worker's shards with uniformly
+    /// random actions from `streams` (one per shard, in shard order) ([`Shard::run_local`]).
+    RunLocal {
+        steps: usize,
+        col0: usize,
+        num_actions: u32,
+        streams: Vec<SlotStreams>,
+        target: RawStorage,
+    },
 }
 
 /// Which kind of command a reply answers (its "lane"): a step of act group `g`, or a start.
@@ -604,6 +647,30 @@ pub(crate) fn run_cmd(
                     Ok(r) => {
                         total.env_secs += r.env_secs;
                         total.write_secs += r.write_secs;
+                    }
+                    Err(e) => return (START_LANE, Err(e)),
+                }
+            }
+            (START_LANE, Ok(total))
+        }
+        Cmd::RunLocal {
+            steps,
+            col0,
+            num_actions,
+            streams,
+            target,
+        } => {
+            let mut total = ShardReport::default();
+            for (shard, mut st) in shards.iter_mut().zip(streams) {
+                let r = shard.guarded(&format!("running steps {col0}..{}", col0 + steps), |s| {
+                    s.run_local(steps, col0, num_actions, &mut st, &target)
+                });
+                match r {
+                    Ok(r) => {
+                        total.env_secs += r.env_secs;
+                        total.write_secs += r.write_secs;
+                        total.episodes.extend(r.episodes);
+                        total.streams.push((shard.first, st));
                     }
                     Err(e) => return (START_LANE, Err(e)),
                 }

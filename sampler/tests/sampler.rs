@@ -60,7 +60,22 @@ fn tasks_for(sampler: &Sampler, seed: u64) -> Vec<TaskId> {
     sampler.sample_tasks(Split::Train, &mut rng).unwrap()
 }
 
+/// A random policy seen only through `act` (no worker-side fast path, lands every step).
+struct StepByStep(RandomPolicy);
+
+impl Policy for StepByStep {
+    fn act(
+        &mut self,
+        storage: &RolloutStorage,
+        t: usize,
+        slots: Range<usize>,
+    ) -> Result<PolicyOutput> {
+        self.0.act(storage, t, slots)
+    }
+}
+
 /// Runs `chunks` collects with a random policy and returns the storage and all episodes.
+#[allow(clippy::too_many_arguments)]
 fn run(
     env: &EnvConfig,
     threads: usize,
@@ -69,17 +84,20 @@ fn run(
     t: usize,
     chunks: &[usize],
     staged: bool,
+    local: bool,
 ) -> (Snapshot, Vec<sampler::EpisodeStats>) {
     let cfg = SamplerConfig { threads, mode };
     let mut sampler = Sampler::new(env, &cfg, b, 7).unwrap();
     sampler.force_staging(staged);
     let mut storage = RolloutStorage::with_next_obs(sampler.spec(), b, t, Device::Cpu).unwrap();
-    let mut policy = RandomPolicy::new(sampler.spec().num_actions, b, 11).unwrap();
+    let mut random = RandomPolicy::new(sampler.spec().num_actions, b, 11).unwrap();
+    let mut stepwise = StepByStep(random.clone());
+    let policy: &mut dyn Policy = if local { &mut random } else { &mut stepwise };
     let tasks = tasks_for(&sampler, 3);
     sampler.start_trials(&tasks, &mut storage).unwrap();
     let mut episodes = vec![];
     for &n in chunks {
-        let stats = sampler.collect(&mut policy, &mut storage, n).unwrap();
+        let stats = sampler.collect(policy, &mut storage, n).unwrap();
         assert_eq!(stats.steps, n);
         assert_eq!(stats.env_steps, n * b);
         episodes.extend(stats.episodes);
@@ -92,22 +110,23 @@ fn storage_identical_for_threads_and_modes() {
     for name in ["darkroom", "key_to_door"] {
         let env = EnvConfig::from_name(name).unwrap();
         let chunks = [37, 100, 113];
-        let reference = run(&env, 1, SamplerMode::Sync, 12, 250, &chunks, false);
+        let reference = run(&env, 1, SamplerMode::Sync, 12, 250, &chunks, false, false);
         assert_eq!(reference.0.len, 250);
         assert!(!reference.1.is_empty());
         for threads in [1, 2, 4] {
             for mode in [SamplerMode::Sync, SamplerMode::DoubleBuffered] {
-                for staged in [false, true] {
-                    let got = run(&env, threads, mode, 12, 250, &chunks, staged);
+                for (staged, local) in [(false, false), (true, false), (false, true)] {
+                    let got = run(&env, threads, mode, 12, 250, &chunks, staged, local);
                     assert!(
                         got == reference,
-                        "{name}: threads {threads}, {mode:?}, staged {staged} differ"
+                        "{name}: threads {threads}, {mode:?}, staged {staged}, local {local} differ"
                     );
                 }
             }
         }
         // One collect of everything gives the same as three.
-        assert!(run(&env, 2, SamplerMode::Sync, 12, 250, &[250], false) == reference);
+        assert!(run(&env, 2, SamplerMode::Sync, 12, 250, &[250], false, true) == reference);
+        assert!(run(&env, 2, SamplerMode::Sync, 12, 250, &[250], false, false) == reference);
     }
 }
 
