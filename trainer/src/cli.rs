@@ -163,11 +163,17 @@ pub fn main() -> i32 {
     }
 }
 
-/// 2 for bad input, 1 otherwise.
+/// 2 for bad input, 130 for an interrupted run, 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    let bad_input = e
-        .chain()
-        .any(|c| c.is::<ConfigError>() || c.is::<UsageError>() || c.is::<envs::EnvError>());
+    if e.chain().any(|c| c.is::<crate::run::Interrupted>()) {
+        return 130;
+    }
+    let bad_input = e.chain().any(|c| {
+        c.is::<ConfigError>()
+            || c.is::<UsageError>()
+            || c.is::<envs::EnvError>()
+            || c.is::<crate::checkpoint::CheckpointError>()
+    });
     if bad_input {
         2
     } else {

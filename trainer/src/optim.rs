@@ -102,9 +102,12 @@ impl Adam {
             .iter_mut()
             .zip(self.m.iter_mut().zip(self.v.iter_mut()))
         {
-            let grad = p.grad();
+            // A parameter that got no gradient (a block skipped by depth dropout) counts as a
+            // zero gradient: its moments keep decaying exactly as after `zero_grad`, which is
+            // what makes a resumed run (where such gradients start undefined) identical.
+            let mut grad = p.grad();
             if !grad.defined() {
-                continue;
+                grad = Tensor::zeros_like(p);
             }
             if self.weight_decay > 0.0 {
                 let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);

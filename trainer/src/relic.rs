@@ -212,11 +212,11 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
         run.logger.flush()?;
         if run::interrupted() {
             bar.abandon();
-            anyhow::bail!(
-                "interrupted at env step {}; resume with: icrl train --resume {}",
-                state.env_steps,
-                run.dir.display()
-            );
+            return Err(run::Interrupted {
+                step: state.env_steps,
+                dir: run.dir.clone(),
+            }
+            .into());
         }
     }
     bar.finish();
@@ -458,4 +458,135 @@ fn save(run: &Run, vs: &VarStore, opt: &Adam, state: &TrainState) -> Result<()> 
     ];
     run.save_checkpoint(state.env_steps, &groups, serde_json::to_value(state)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use sampler::{Policy, RandomPolicy};
+
+    fn tiny() -> (Config, PpoConfig) {
+        let mut cfg = Config::default();
+        cfg.model.heads = 2;
+        cfg.model.depth_dropout = 0.0;
+        cfg.sampler.threads = 1;
+        let ppo = PpoConfig {
+            num_envs: 4,
+            rollout_len: 40,
+            updates_per_rollout: 4,
+            minibatches: 2,
+            epochs: 1,
+            ..PpoConfig::default()
+        };
+        (cfg, ppo)
+    }
+
+    fn loss_cfg(ppo: &PpoConfig) -> PpoLossConfig {
+        PpoLossConfig {
+            clip: ppo.clip,
+            value_clip: ppo.value_clip,
+            value_coef: ppo.value_coef,
+            entropy_coef: ppo.entropy_coef,
+            normalize_advantages: ppo.normalize_advantages,
+        }
+    }
+
+    #[test]
+    fn the_loss_sees_only_the_newest_segment() {
+        let (cfg, ppo) = tiny();
+        let spec = cfg.env.spec();
+        let vs = VarStore::new(tch::Device::Cpu);
+        let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec)).unwrap();
+        let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-5, 0.0);
+        let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, ppo.num_envs, 1).unwrap();
+        let mut storage =
+            RolloutStorage::new(&spec, ppo.num_envs, ppo.rollout_len, tch::Device::Cpu).unwrap();
+        let tasks = vec![0; ppo.num_envs];
+        sampler.start_trials(&tasks, &mut storage).unwrap();
+        let mut policy = RandomPolicy::new(spec.num_actions, ppo.num_envs, 3).unwrap();
+        sampler.collect(&mut policy, &mut storage, 20).unwrap();
+        // Poison the behaviour log-probs of the older segment [0, 10): if the loss touched
+        // them, it would be NaN and the update would be skipped.
+        let _ = storage.logprob.narrow(1, 0, 10).fill_(f64::NAN);
+        let before: Vec<f32> = Vec::try_from(vs.variables()["actor.weight"].reshape(-1)).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let m = ppo_update(
+            &model,
+            &mut opt,
+            &storage,
+            &ppo,
+            &loss_cfg(&ppo),
+            Boundaries::Trial,
+            10,
+            20,
+            1e-3,
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(m.skipped, 0);
+        assert!(m.policy.is_finite() && m.value.is_finite());
+        let after: Vec<f32> = Vec::try_from(vs.variables()["actor.weight"].reshape(-1)).unwrap();
+        assert_ne!(before, after, "the update changed the parameters");
+        // Poisoning the newest segment instead makes every minibatch non-finite.
+        let _ = storage.logprob.narrow(1, 10, 10).fill_(f64::NAN);
+        let m = ppo_update(
+            &model,
+            &mut opt,
+            &storage,
+            &ppo,
+            &loss_cfg(&ppo),
+            Boundaries::Trial,
+            10,
+            20,
+            1e-3,
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(m.skipped, m.minibatches);
+    }
+
+    #[test]
+    fn refreshed_cache_matches_a_fresh_forward_after_an_update() {
+        let (cfg, ppo) = tiny();
+        let spec = cfg.env.spec();
+        let vs = VarStore::new(tch::Device::Cpu);
+        let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec)).unwrap();
+        let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-5, 0.0);
+        let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, ppo.num_envs, 5).unwrap();
+        let mut storage =
+            RolloutStorage::new(&spec, ppo.num_envs, ppo.rollout_len, tch::Device::Cpu).unwrap();
+        sampler.start_trials(&[1, 2, 3, 4], &mut storage).unwrap();
+        let mut policy =
+            ModelPolicy::new(&model, &sampler.act_groups(), ppo.rollout_len, 5).unwrap();
+        sampler.collect(&mut policy, &mut storage, 10).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        ppo_update(
+            &model,
+            &mut opt,
+            &storage,
+            &ppo,
+            &loss_cfg(&ppo),
+            Boundaries::Trial,
+            0,
+            10,
+            1e-2,
+            &mut rng,
+        )
+        .unwrap();
+        storage.shuffle_completed_episodes(&mut rng).unwrap();
+        {
+            let _guard = tch::no_grad_guard();
+            policy.refresh(&storage, 10, 3).unwrap();
+        }
+        // The next action's value from the refreshed cache equals the value at column 10 of a
+        // fresh full forward with the updated parameters.
+        let out = policy.act(&storage, 10, 0..ppo.num_envs).unwrap();
+        let _guard = tch::no_grad_guard();
+        let (_, v) = model.forward(&storage.inputs(0, 11), false).unwrap();
+        let fresh: Vec<f32> = Vec::try_from(v.select(1, 10).contiguous()).unwrap();
+        for (a, b) in out.value.iter().zip(&fresh) {
+            assert!((a - b).abs() < 1e-4, "{:?} vs {fresh:?}", out.value);
+        }
+    }
 }

@@ -32,6 +32,16 @@ pub fn install_interrupt_handler() {
     });
 }
 
+/// A run stopped by Ctrl-C after saving its checkpoint (exit code 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted at env step {step}; checkpoint saved; resume with: icrl train --resume {}", dir.display())]
+pub struct Interrupted {
+    /// Env steps done.
+    pub step: u64,
+    /// The run folder.
+    pub dir: PathBuf,
+}
+
 /// True once Ctrl-C was pressed.
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
