@@ -31,6 +31,8 @@
 //! [`SamplerError::EnvFault`] naming the environment, the slot(s), the seed and the task(s); the
 //! sampler then stops all its threads and every later call reports the fault.
 
+#![warn(missing_docs)]
+
 mod bench;
 mod config;
 mod policy;
