@@ -9,6 +9,32 @@
 //! - [`GruPolicy`], the RL² baseline.
 //! - [`bench_model`] behind `icrl bench model`.
 //!
+//! A rollout with the cache (one token per env per step; a slot is reset at its trial's
+//! boundary; after a policy update the prefix is recomputed in chunks):
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use agent::{ActorCritic, KvCache, ModelConfig, ObsSpec, StepInputs};
+//! use tch::{nn, Device, Kind, Tensor};
+//! let cfg = ModelConfig::default();
+//! let spec = ObsSpec { vector_dim: 2, image: None, num_actions: 5 };
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let policy = ActorCritic::new(&vs.root(), &cfg, &spec)?;
+//! let mut cache = KvCache::new(&cfg, 4, 4096, Device::Cpu)?;
+//! let zeros = |kind| Tensor::zeros([4, 1], (kind, Device::Cpu));
+//! let step = StepInputs {
+//!     vector: Tensor::zeros([4, 1, 2], (Kind::Float, Device::Cpu)),
+//!     image: None,
+//!     prev_action: zeros(Kind::Int64),
+//!     prev_reward: zeros(Kind::Float),
+//!     episode_index: zeros(Kind::Int64),
+//!     step_in_episode: zeros(Kind::Int64),
+//! };
+//! let (logits, value) = policy.decode(&mut cache, &step)?; // [4, 1, 5], [4, 1]
+//! cache.reset_slot(2)?; // env 2 starts a new trial
+//! # Ok(()) }
+//! ```
+//!
 //! Parameters live in a tch `VarStore` under names that follow the module tree
 //! ("trunk.layers.0.attn.wq.weight"), so safetensors checkpoints map 1:1.
 

@@ -439,7 +439,10 @@ impl Transformer {
         train: bool,
     ) -> Result<Tensor> {
         let s = tokens.size();
-        ensure!(s.len() == 3, "trunk input must be [B, T, D], got {s:?}");
+        ensure!(
+            s.len() == 3 && s[1] >= 1,
+            "trunk input must be [B, T >= 1, D], got {s:?}"
+        );
         let (b, t) = (s[0], s[1]);
         if self.cfg.positional == PosEncoding::Learned {
             let n = self.cfg.max_positions as i64;
