@@ -161,11 +161,24 @@ fn write_map(
     grid_map(&rules, &t, &cells, GRID_CELL_PX).save(file)
 }
 
+/// CPU time (s) of the calling thread from `/proc/thread-self/stat` (Linux; clock ticks at
+/// USER_HZ = 100); `None` where unavailable.
+fn thread_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 /// Benchmark: `threads` threads each own a shard of the `envs` slots (`config.build(seed,
 /// first_slot, count)`) and step it with uniformly random actions (xorshift, drawn inside the
 /// loop), observations written as in training. Runs `ceil(steps / envs)` batch steps per
 /// shard. Returns JSON with env, envs, threads, steps (total env steps), seconds (wall time from
-/// a common start to the last shard's end), steps_per_sec, plus image size and episode counts.
+/// a common start to the last shard's end), steps_per_sec, plus image size, episode counts and,
+/// on Linux, `cpu_seconds` (CPU time of the stepping threads) and `steps_per_cpu_sec`, which
+/// tell whether a low wall-clock figure comes from other processes sharing the cores.
 pub fn bench(
     config: &EnvConfig,
     envs: usize,
@@ -203,20 +216,22 @@ pub fn bench(
     }
     let barrier = Barrier::new(threads);
     let start_all = std::sync::Mutex::new(None::<Instant>);
-    let results: Vec<Result<(f64, usize, f64), EnvError>> = std::thread::scope(|s| {
+    type ThreadResult = Result<(f64, usize, f64, Option<f64>), EnvError>;
+    let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = shards
             .into_iter()
             .enumerate()
             .map(|(t, (mut env, mut out, count))| {
                 let barrier = &barrier;
                 let start_all = &start_all;
-                s.spawn(move || -> Result<(f64, usize, f64), EnvError> {
+                s.spawn(move || -> ThreadResult {
                     let k = env.spec().num_actions as u32;
                     let mut rng = FastRng::new(seed ^ ((t as u64 + 1) << 32));
                     let mut actions = vec![0u32; count];
                     let mut ended = 0usize;
                     let mut reward = 0.0f64;
                     barrier.wait();
+                    let cpu0 = thread_cpu_seconds();
                     {
                         let mut g = start_all
                             .lock()
@@ -239,11 +254,15 @@ pub fn bench(
                             .count();
                     }
                     let end = Instant::now();
+                    let cpu = match (cpu0, thread_cpu_seconds()) {
+                        (Some(a), Some(b)) => Some(b - a),
+                        _ => None,
+                    };
                     let start = start_all
                         .lock()
                         .map_err(|_| EnvError::Bench("lock poisoned".into()))?
                         .unwrap_or(end);
-                    Ok((end.duration_since(start).as_secs_f64(), ended, reward))
+                    Ok((end.duration_since(start).as_secs_f64(), ended, reward, cpu))
                 })
             })
             .collect();
@@ -258,11 +277,13 @@ pub fn bench(
     let mut seconds = 0.0f64;
     let mut ended = 0;
     let mut reward = 0.0;
+    let mut cpu = Some(0.0);
     for r in results {
-        let (s, e, rw) = r?;
+        let (s, e, rw, c) = r?;
         seconds = seconds.max(s);
         ended += e;
         reward += rw;
+        cpu = cpu.zip(c).map(|(a, b)| a + b);
     }
     let total = batch_steps * envs;
     let spec = config.spec();
@@ -277,6 +298,8 @@ pub fn bench(
         "episodes_ended": ended,
         "mean_reward": reward / total as f64,
         "seed": seed,
+        "cpu_seconds": cpu,
+        "steps_per_cpu_sec": cpu.filter(|&c| c > 0.0).map(|c| total as f64 / c),
     }))
 }
 
@@ -331,6 +354,13 @@ mod tests {
         assert_eq!(r["steps"], 1000);
         assert_eq!(r["threads"], 2);
         assert!(r["steps_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(r.get("cpu_seconds").is_some());
+        let r = bench(&cfg, 64, 1, 2_000_000, 0).unwrap();
+        let cpu = r["cpu_seconds"].as_f64().unwrap();
+        assert!(
+            cpu > 0.0 && cpu <= r["seconds"].as_f64().unwrap() + 0.02,
+            "{r}"
+        );
         assert!(bench(&cfg, 0, 1, 10, 0).is_err());
         assert!(bench(&cfg, 4, 5, 10, 0).is_err());
         assert!(bench(&cfg, 4, 1, 0, 0).is_err());
