@@ -88,7 +88,8 @@ pub struct HouseNavConfig {
     pub agent_radius: f32,
     /// Success distance (m) to an instance's footprint; ReLIC: 2.
     pub success_distance: f32,
-    /// Target pixels that must be visible in the frame for success; ReLIC: 10.
+    /// Target pixels that must be visible in the frame for success (at least 1 is always
+    /// required); ReLIC: 10.
     pub min_visible_pixels: usize,
     /// Reward subtracted every step; ReLIC: 0.001.
     pub slack_penalty: f32,
