@@ -40,6 +40,10 @@ pub enum Command {
     /// Benchmarks; each prints one JSON object on its last line.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run every (variant, seed) of an experiment file, N at a time, resumably.
+    Sweep(crate::sweep::SweepArgs),
+    /// Markdown table, CSV and PNG curves from run folders or sweep folders.
+    Report(crate::report::ReportArgs),
 }
 
 /// A config file and its overrides.
@@ -138,6 +142,63 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Rollout collection: env steps per second through the sampler, and where time goes.
+    Sampler {
+        /// Environment name.
+        #[arg(long, default_value = "darkroom")]
+        env: String,
+        /// Number of envs in the batch.
+        #[arg(long, default_value_t = 256)]
+        envs: usize,
+        /// Env worker threads (0 = cores available).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Timed steps per env.
+        #[arg(long, default_value_t = 20_000)]
+        steps: usize,
+        /// random or model (ReLIC's tiny transformer on CPU).
+        #[arg(long, default_value = "random")]
+        policy: String,
+        /// sync or double.
+        #[arg(long, default_value = "sync")]
+        mode: String,
+        /// Trial length (storage and KV cache size).
+        #[arg(long, default_value_t = 1024)]
+        rollout_len: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// The transformer: training tokens/s, KV-cache decode steps/s, peak memory.
+    Model {
+        /// Transformer blocks.
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        /// Width of the residual stream.
+        #[arg(long, default_value_t = 64)]
+        d_model: usize,
+        /// Attention heads.
+        #[arg(long, default_value_t = 8)]
+        heads: usize,
+        /// Context length (tokens) for training and the decode cache.
+        #[arg(long, default_value_t = 1024)]
+        context: usize,
+        /// Sequences (training) / env slots (decode).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Timed training iterations.
+        #[arg(long, default_value_t = 2)]
+        iters: usize,
+        /// Timed decode steps.
+        #[arg(long, default_value_t = 64)]
+        decode_steps: usize,
+        /// f32 or bf16 (default: bf16 on CUDA, f32 on CPU).
+        #[arg(long)]
+        dtype: Option<String>,
+    },
 }
 
 /// An error from bad input (exit code 2) rather than a failed run (exit code 1).
@@ -165,7 +226,9 @@ pub fn main() -> i32 {
 
 /// 2 for bad input, 130 for an interrupted run, 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    if e.chain().any(|c| c.is::<crate::run::Interrupted>()) {
+    if e.chain()
+        .any(|c| c.is::<crate::run::Interrupted>() || c.is::<crate::sweep::SweepInterrupted>())
+    {
         return 130;
     }
     let bad_input = e.chain().any(|c| {
@@ -241,6 +304,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", path.display());
             Ok(())
         }
+        Command::Sweep(args) => crate::sweep::command(&args),
+        Command::Report(args) => crate::report::command(&args),
         Command::Check(args) => {
             let config: crate::Config = config::load(&args.config, &args.set)?;
             print!("{}", config::to_ron_string(&config));
@@ -272,6 +337,70 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = envs::EnvConfig::from_name(&env)?;
             let result = envs::tools::bench(&config, count, threads, steps, seed)?;
             print_json(&result);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Sampler {
+            env,
+            envs: count,
+            threads,
+            steps,
+            policy,
+            mode,
+            rollout_len,
+            seed,
+        }) => {
+            envs::EnvConfig::from_name(&env)?;
+            let bad = |what: &str| UsageError(what.to_string());
+            let opts = sampler::BenchSamplerOptions {
+                env,
+                envs: count,
+                threads,
+                steps,
+                policy: policy
+                    .parse()
+                    .map_err(|_| bad("--policy: expected random or model"))?,
+                mode: mode
+                    .parse()
+                    .map_err(|_| bad("--mode: expected sync or double"))?,
+                rollout_len,
+                seed,
+                ..sampler::BenchSamplerOptions::default()
+            };
+            print_json(&sampler::bench_sampler(&opts)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Model {
+            layers,
+            d_model,
+            heads,
+            context,
+            batch,
+            device,
+            iters,
+            decode_steps,
+            dtype,
+        }) => {
+            let dtype = match dtype.as_deref() {
+                None => None,
+                Some("f32") => Some(agent::DType::F32),
+                Some("bf16") => Some(agent::DType::Bf16),
+                Some(other) => {
+                    return Err(UsageError(format!("--dtype {other}: expected f32 or bf16")).into())
+                }
+            };
+            let opts = agent::BenchModelOptions {
+                layers,
+                d_model,
+                heads,
+                context,
+                batch,
+                device,
+                dtype,
+                train_iters: iters,
+                decode_steps,
+                ..agent::BenchModelOptions::default()
+            };
+            print_json(&agent::bench_model(&opts)?);
             Ok(())
         }
     }
