@@ -9,13 +9,16 @@ pub mod run_dir;
 pub use config::Config;
 pub mod checkpoint;
 pub mod eval;
+pub mod experiment;
 pub mod logging;
 pub mod optim;
 pub mod plot;
 pub mod ppo_math;
 pub mod relic;
+pub mod report;
 pub mod run;
 pub mod stats;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,942 @@
+//! `icrl report DIR... [--out DIR]`: turns run folders (or sweep folders, or folders of runs)
+//! into a markdown table, CSV files and PNG plots of the in-context learning curves.
+//!
+//! Runs are grouped by variant: the variant named in a sweep's manifest, else the run's config
+//! `name`. Each run contributes its latest evaluation (`eval/<step>.json`, highest step).
+//!
+//! # Statistics
+//!
+//! For a group of k >= 2 runs (seeds), every number is the mean over the runs of that run's
+//! value, with the 95% confidence interval over runs (Student's t, k - 1 degrees of freedom):
+//! seeds are the independent repetitions of a training run, so this is the interval that
+//! compares methods. A run's value is the mean over its evaluation trials (e.g. the return in
+//! episode 1 averaged over all test tasks and trials). For a group of a single run, the
+//! interval is over that run's evaluation trials instead; the `CI over` column says which.
+//!
+//! - *episode 1* / *episode E*: return in the first / last episode of the evaluation trials
+//!   (E = the episodes per trial; if runs of a group differ, the smallest E of the group);
+//! - *improvement*: episode E minus episode 1, per run (per trial for a single run);
+//! - *success*: success rate in episode E (envs that define success);
+//! - *env steps*: the training step of the evaluated policy, mean over runs;
+//! - *wall time*: per run, the wall-clock seconds of the sweep's child processes (all
+//!   attempts), or for runs outside a sweep the span of the run's TensorBoard events (first to
+//!   last event, per event file, summed over files); mean over runs.
+//!
+//! Paper numbers come from a references file of ours ([`References`]); they are drawn as
+//! dashed lines, labelled as the paper's, and listed in their own section, never in our rows.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::UsageError;
+use crate::config::{self, Config};
+use crate::eval::{self, EvalResult};
+use crate::plot::{self, Reference, Series};
+use crate::stats::MeanCi;
+use crate::sweep;
+
+/// A references file (e.g. `experiments/references.ron`): published numbers to draw as
+/// labelled dashed lines, never mixed into the report's rows.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct References {
+    /// The reference lines.
+    pub lines: Vec<ReferenceLine>,
+}
+
+/// One published number.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceLine {
+    /// Environment name as in eval results (`darkroom`, `one_room`, ...); the line is drawn on
+    /// that environment's plot only.
+    pub env: String,
+    /// Which plot: `Return` or `Success`.
+    pub metric: Metric,
+    /// Legend label; should say it is the paper's number and what it measures.
+    pub label: String,
+    /// The value.
+    pub value: f64,
+    /// Where it comes from (paper, figure or table).
+    pub source: String,
+}
+
+/// The quantity of a plot.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Episode return.
+    Return,
+    /// Success rate.
+    Success,
+}
+
+impl References {
+    /// Reads a references file (errors with file:line:col, exit code 2).
+    pub fn load(path: &Path) -> Result<References> {
+        let text = std::fs::read_to_string(path).map_err(|source| config::ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(config::from_ron_str(&text, &path.display().to_string())?)
+    }
+}
+
+/// `icrl report` on the command line.
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// Run folders, sweep folders, or folders holding run folders (e.g. runs/).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Output folder (default: <DIR>/report for one DIR, else ./report).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Paper reference numbers to draw as dashed lines (default: the file a sweep's
+    /// experiment names, e.g. experiments/references.ron).
+    #[arg(long)]
+    pub references: Option<PathBuf>,
+}
+
+/// Runs `icrl report` from its command-line arguments; prints the files written.
+pub fn command(args: &ReportArgs) -> Result<()> {
+    let mut command = String::from("icrl report");
+    for d in &args.dirs {
+        let _ = write!(command, " {}", d.display());
+    }
+    if let Some(o) = &args.out {
+        let _ = write!(command, " --out {}", o.display());
+    }
+    if let Some(r) = &args.references {
+        let _ = write!(command, " --references {}", r.display());
+    }
+    let written = report(&ReportOptions {
+        inputs: args.dirs.clone(),
+        out: args.out.clone(),
+        references: args.references.clone(),
+        command,
+    })?;
+    eprint!("{}", table(&written.rows));
+    let mut out = std::io::stdout().lock();
+    for f in &written.files {
+        let _ = writeln!(out, "{}", f.display());
+    }
+    Ok(())
+}
+
+/// Options of `icrl report`.
+#[derive(Clone, Debug, Default)]
+pub struct ReportOptions {
+    /// Run folders, sweep folders or folders of run folders.
+    pub inputs: Vec<PathBuf>,
+    /// Output folder (default: `<input>/report` for one input, else `report`).
+    pub out: Option<PathBuf>,
+    /// References file (default: the one a sweep's experiment names).
+    pub references: Option<PathBuf>,
+    /// The command line, quoted in the report.
+    pub command: String,
+}
+
+/// One run's contribution to a report.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    /// The group (variant) it belongs to.
+    pub group: String,
+    /// The run folder.
+    pub dir: PathBuf,
+    /// Its resolved config (`config.ron`).
+    pub config: Config,
+    /// The evaluation file used.
+    pub eval_path: PathBuf,
+    /// Its content.
+    pub eval: EvalResult,
+    /// Wall-clock seconds of training, with where it came from.
+    pub wall_seconds: Option<f64>,
+}
+
+/// One group (variant) of runs.
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// The variant's name.
+    pub name: String,
+    /// Its runs, by seed.
+    pub runs: Vec<RunRecord>,
+    /// The sweep's base config and overrides of this variant (seed excluded), when known.
+    pub recipe: Option<(PathBuf, Vec<String>)>,
+}
+
+/// A group's summary row.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Variant.
+    pub variant: String,
+    /// Environment.
+    pub env: String,
+    /// Method.
+    pub method: String,
+    /// Seeds of the runs.
+    pub seeds: Vec<u64>,
+    /// "seeds" (k >= 2 runs) or "trials" (one run).
+    pub ci_over: &'static str,
+    /// Episodes per trial used (E).
+    pub episodes: usize,
+    /// Return in episode 1.
+    pub first: MeanCi,
+    /// Return in episode E.
+    pub last: MeanCi,
+    /// Episode E minus episode 1.
+    pub improvement: MeanCi,
+    /// Success in episode E, where defined.
+    pub success_last: Option<MeanCi>,
+    /// Env steps of the evaluated policies (mean over runs).
+    pub env_steps: f64,
+    /// Wall seconds per run (mean over the runs that have it).
+    pub wall_seconds: Option<f64>,
+    /// In-context curve: (episode, return, success).
+    pub curve: Vec<(usize, MeanCi, Option<MeanCi>)>,
+    /// Config fields (other than `seed`) that differ between the group's runs.
+    pub differing: Vec<String>,
+}
+
+/// A run folder that could not be used, and why.
+#[derive(Clone, Debug)]
+pub struct LeftOut {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Why.
+    pub why: String,
+}
+
+/// Wall seconds of a run from its TensorBoard event files (first to last event per file).
+fn wall_from_events(dir: &Path) -> Option<f64> {
+    let mut total = 0.0;
+    let mut any = false;
+    for entry in std::fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        let is_events = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents"));
+        if !is_events {
+            continue;
+        }
+        let Ok(events) = crate::logging::read_events(&path) else {
+            continue;
+        };
+        let times = events.iter().map(|e| e.wall_time).filter(|t| t.is_finite());
+        let (lo, hi) = times.fold((f64::MAX, f64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        if hi >= lo {
+            total += hi - lo;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
+/// Reads one run folder; `Err` holds why it is left out.
+fn read_run(dir: &Path, group: Option<&str>, wall: Option<f64>) -> Result<RunRecord, String> {
+    let config_path = dir.join(crate::run_dir::CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+    let config: Config = config::from_ron_str(&text, &config_path.display().to_string())
+        .map_err(|e| e.to_string())?;
+    let evals = eval::list(dir).map_err(|e| format!("{e:#}"))?;
+    let eval_path = evals
+        .last()
+        .cloned()
+        .ok_or_else(|| "no evaluation yet (eval/*.json)".to_string())?;
+    let result = eval::read(&eval_path).map_err(|e| format!("{e:#}"))?;
+    if result.curve.is_empty() || result.returns.is_empty() {
+        return Err(format!("{}: empty evaluation", eval_path.display()));
+    }
+    Ok(RunRecord {
+        group: group.map_or_else(|| config.name.clone(), str::to_string),
+        dir: dir.to_path_buf(),
+        config,
+        eval_path,
+        eval: result,
+        wall_seconds: wall.or_else(|| wall_from_events(dir)),
+    })
+}
+
+/// What was collected from the inputs.
+struct Collected {
+    groups: Vec<Group>,
+    left_out: Vec<LeftOut>,
+    references: Option<PathBuf>,
+    title: String,
+    description: String,
+}
+
+fn collect(inputs: &[PathBuf]) -> Result<Collected> {
+    if inputs.is_empty() {
+        return Err(UsageError("name at least one run or sweep folder".into()).into());
+    }
+    // Expand the inputs into sweeps and plain run folders.
+    let mut sweeps: Vec<PathBuf> = Vec::new();
+    let mut runs: Vec<PathBuf> = Vec::new();
+    for input in inputs {
+        if input.join(sweep::MANIFEST_FILE).is_file() {
+            sweeps.push(input.clone());
+        } else if input.join(crate::run_dir::CONFIG_FILE).is_file() {
+            runs.push(input.clone());
+        } else if input.is_dir() {
+            let mut children: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("{}: cannot read", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            children.sort();
+            let before = sweeps.len() + runs.len();
+            for c in children {
+                if c.join(sweep::MANIFEST_FILE).is_file() {
+                    sweeps.push(c);
+                } else if c.join(crate::run_dir::CONFIG_FILE).is_file() {
+                    runs.push(c);
+                }
+            }
+            if sweeps.len() + runs.len() == before {
+                return Err(UsageError(format!(
+                    "{}: no run folders (with config.ron) or sweep folders (with {}) in it",
+                    input.display(),
+                    sweep::MANIFEST_FILE
+                ))
+                .into());
+            }
+        } else {
+            return Err(UsageError(format!(
+                "{}: not a run folder, a sweep folder or a folder of runs",
+                input.display()
+            ))
+            .into());
+        }
+    }
+
+    let mut groups: Vec<Group> = Vec::new();
+    let mut left_out = Vec::new();
+    let mut references = None;
+    let mut seen = std::collections::HashSet::new();
+    let mut add =
+        |groups: &mut Vec<Group>, record: RunRecord, recipe: Option<(PathBuf, Vec<String>)>| {
+            let key = record
+                .dir
+                .canonicalize()
+                .unwrap_or_else(|_| record.dir.clone());
+            if !seen.insert(key) {
+                return;
+            }
+            match groups.iter_mut().find(|g| g.name == record.group) {
+                Some(g) => g.runs.push(record),
+                None => groups.push(Group {
+                    name: record.group.clone(),
+                    runs: vec![record],
+                    recipe,
+                }),
+            }
+        };
+    let several_sweeps = sweeps.len() > 1;
+    let mut titles = Vec::new();
+    let mut description = String::new();
+    for dir in &sweeps {
+        let manifest = sweep::read_manifest(dir)?;
+        titles.push(manifest.name.clone());
+        if description.is_empty() {
+            description = manifest.description.clone();
+        }
+        if references.is_none() {
+            references = manifest.references.clone();
+        }
+        for run in &manifest.runs {
+            let slot = dir.join(&run.slot);
+            let group = if several_sweeps {
+                format!("{}.{}", manifest.name, run.variant)
+            } else {
+                run.variant.clone()
+            };
+            let Some(run_dir) = sweep::run_dir_in_slot(&slot) else {
+                left_out.push(LeftOut {
+                    dir: slot,
+                    why: "not started yet".into(),
+                });
+                continue;
+            };
+            let wall = sweep::SlotStatus::read(&slot)
+                .ok()
+                .filter(|s| !s.attempts.is_empty())
+                .map(|s| s.wall_seconds());
+            let recipe_overrides: Vec<String> = run
+                .overrides
+                .iter()
+                .filter(|o| !o.starts_with("seed="))
+                .cloned()
+                .collect();
+            match read_run(&run_dir, Some(&group), wall) {
+                Ok(record) => add(
+                    &mut groups,
+                    record,
+                    Some((run.base.clone(), recipe_overrides)),
+                ),
+                Err(why) => left_out.push(LeftOut { dir: run_dir, why }),
+            }
+        }
+    }
+    for dir in &runs {
+        match read_run(dir, None, None) {
+            Ok(record) => add(&mut groups, record, None),
+            Err(why) => left_out.push(LeftOut {
+                dir: dir.clone(),
+                why,
+            }),
+        }
+    }
+    for g in &mut groups {
+        g.runs.sort_by_key(|r| (r.config.seed, r.dir.clone()));
+    }
+    let title = if titles.is_empty() {
+        "icrl report".to_string()
+    } else {
+        titles.join(" + ")
+    };
+    Ok(Collected {
+        groups,
+        left_out,
+        references,
+        title,
+        description,
+    })
+}
+
+/// Mean over a run's trials of the return in episode `e` (0-based).
+fn run_return(r: &RunRecord, e: usize) -> f64 {
+    r.eval.curve[e].ret.mean
+}
+
+/// The summary row of a group (see the module docs for the statistics).
+pub fn summarise(group: &Group) -> Row {
+    let runs = &group.runs;
+    let episodes = runs.iter().map(|r| r.eval.curve.len()).min().unwrap_or(0);
+    let last = episodes.saturating_sub(1);
+    let has_success = runs.iter().all(|r| r.eval.curve[last].success.is_some());
+    let (first_ci, last_ci, impr_ci, succ_ci, curve, ci_over);
+    if runs.len() >= 2 {
+        ci_over = "seeds";
+        let over =
+            |f: &dyn Fn(&RunRecord) -> f64| MeanCi::of(&runs.iter().map(f).collect::<Vec<_>>());
+        first_ci = over(&|r| run_return(r, 0));
+        last_ci = over(&|r| run_return(r, last));
+        impr_ci = over(&|r| run_return(r, last) - run_return(r, 0));
+        succ_ci =
+            has_success.then(|| over(&|r| r.eval.curve[last].success.map_or(f64::NAN, |s| s.mean)));
+        curve = (0..episodes)
+            .map(|e| {
+                let ret = over(&|r| run_return(r, e));
+                let succ = runs
+                    .iter()
+                    .all(|r| r.eval.curve[e].success.is_some())
+                    .then(|| over(&|r| r.eval.curve[e].success.map_or(f64::NAN, |s| s.mean)));
+                (e + 1, ret, succ)
+            })
+            .collect();
+    } else {
+        ci_over = "trials";
+        let r = &runs[0];
+        let trials = |f: &dyn Fn(&[f64]) -> f64| {
+            MeanCi::of(&r.eval.returns.iter().map(|t| f(t)).collect::<Vec<_>>())
+        };
+        first_ci = trials(&|t| t[0]);
+        last_ci = trials(&|t| t[last]);
+        impr_ci = trials(&|t| t[last] - t[0]);
+        succ_ci = r.eval.curve[last].success;
+        curve = r.eval.curve[..episodes]
+            .iter()
+            .map(|p| (p.episode, p.ret, p.success))
+            .collect();
+    }
+    let walls: Vec<f64> = runs.iter().filter_map(|r| r.wall_seconds).collect();
+    let mut differing = Vec::new();
+    for r in &runs[1..] {
+        let mut a = runs[0].config.clone();
+        let mut b = r.config.clone();
+        a.seed = 0;
+        b.seed = 0;
+        for f in config::differing_fields(&a, &b) {
+            if !differing.contains(&f) {
+                differing.push(f);
+            }
+        }
+    }
+    Row {
+        variant: group.name.clone(),
+        env: runs[0].eval.env.clone(),
+        method: runs[0].eval.method.clone(),
+        seeds: runs.iter().map(|r| r.config.seed).collect(),
+        ci_over,
+        episodes,
+        first: first_ci,
+        last: last_ci,
+        improvement: impr_ci,
+        success_last: succ_ci,
+        env_steps: runs.iter().map(|r| r.eval.step as f64).sum::<f64>() / runs.len() as f64,
+        wall_seconds: (!walls.is_empty()).then(|| walls.iter().sum::<f64>() / walls.len() as f64),
+        curve,
+        differing,
+    }
+}
+
+fn pm(m: &MeanCi) -> String {
+    if m.mean.is_nan() {
+        "n/a".into()
+    } else {
+        format!("{:.2} ± {:.2}", m.mean, m.ci95)
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn opt_num(x: Option<f64>) -> String {
+    x.map_or(String::new(), |v| v.to_string())
+}
+
+/// The files a report wrote.
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// The output folder.
+    pub dir: PathBuf,
+    /// Every file written.
+    pub files: Vec<PathBuf>,
+    /// The summary rows.
+    pub rows: Vec<Row>,
+}
+
+fn write_file(path: &Path, text: &str, files: &mut Vec<PathBuf>) -> Result<()> {
+    crate::fsutil::write_atomic(path, text.as_bytes())?;
+    files.push(path.to_path_buf());
+    Ok(())
+}
+
+/// Folder-safe form of an env name for plot file names.
+fn file_part(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// `icrl report`: collects the runs, writes `report.md`, `report.csv`, `curves.csv`,
+/// `runs.csv` and one plot per environment (and per metric).
+pub fn report(options: &ReportOptions) -> Result<Written> {
+    let collected = collect(&options.inputs)?;
+    if collected.groups.is_empty() {
+        let mut why = String::new();
+        for l in &collected.left_out {
+            let _ = write!(why, "\n  {}: {}", l.dir.display(), l.why);
+        }
+        return Err(UsageError(format!("no run with an evaluation to report{why}")).into());
+    }
+    let out = match &options.out {
+        Some(o) => o.clone(),
+        None if options.inputs.len() == 1 => options.inputs[0].join("report"),
+        None => PathBuf::from("report"),
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let references_path = options.references.clone().or(collected.references.clone());
+    let rows: Vec<Row> = collected.groups.iter().map(summarise).collect();
+    // Only the lines of environments in the report.
+    let references: Vec<ReferenceLine> = match &references_path {
+        Some(p) => References::load(p)?
+            .lines
+            .into_iter()
+            .filter(|l| rows.iter().any(|r| r.env == l.env))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut files = Vec::new();
+
+    // Plots: one per environment and metric, one line per variant.
+    let mut envs: Vec<String> = Vec::new();
+    for r in &rows {
+        if !envs.contains(&r.env) {
+            envs.push(r.env.clone());
+        }
+    }
+    let mut plots: Vec<(String, PathBuf)> = Vec::new();
+    for env in &envs {
+        let env_rows: Vec<&Row> = rows.iter().filter(|r| &r.env == env).collect();
+        for metric in [Metric::Return, Metric::Success] {
+            let series: Vec<Series> = env_rows
+                .iter()
+                .filter(|r| metric == Metric::Return || r.curve.iter().all(|c| c.2.is_some()))
+                .map(|r| Series {
+                    label: format!(
+                        "{} (n={} {})",
+                        r.variant,
+                        if r.ci_over == "seeds" {
+                            r.seeds.len()
+                        } else {
+                            r.first.n
+                        },
+                        r.ci_over
+                    ),
+                    points: r
+                        .curve
+                        .iter()
+                        .map(|(e, ret, succ)| {
+                            let m = if metric == Metric::Return {
+                                *ret
+                            } else {
+                                succ.unwrap_or(*ret)
+                            };
+                            (*e as f64, m.mean, m.ci95)
+                        })
+                        .collect(),
+                })
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            let refs: Vec<Reference> = references
+                .iter()
+                .filter(|l| &l.env == env && l.metric == metric)
+                .map(|l| Reference {
+                    label: l.label.clone(),
+                    y: l.value,
+                })
+                .collect();
+            let (what, file) = match metric {
+                Metric::Return => ("return", format!("return_{}.png", file_part(env))),
+                Metric::Success => ("success", format!("success_{}.png", file_part(env))),
+            };
+            let path = out.join(&file);
+            plot::curves(
+                &path,
+                &format!("{}: in-context {what} on {env} (95% CI)", collected.title),
+                "episode in trial",
+                what,
+                &series,
+                &refs,
+            )?;
+            files.push(path);
+            plots.push((format!("in-context {what} on {env}"), PathBuf::from(file)));
+        }
+    }
+
+    // CSV: the table, the curves and every run.
+    let mut csv = String::from(
+        "variant,env,method,runs,seeds,ci_over,episodes,first_mean,first_ci95,last_mean,last_ci95,improvement_mean,improvement_ci95,success_last_mean,success_last_ci95,env_steps_mean,wall_seconds_mean\n",
+    );
+    for r in &rows {
+        let seeds: Vec<String> = r.seeds.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            csv_field(&r.variant),
+            csv_field(&r.env),
+            csv_field(&r.method),
+            r.seeds.len(),
+            seeds.join(" "),
+            r.ci_over,
+            r.episodes,
+            r.first.mean,
+            r.first.ci95,
+            r.last.mean,
+            r.last.ci95,
+            r.improvement.mean,
+            r.improvement.ci95,
+            opt_num(r.success_last.map(|s| s.mean)),
+            opt_num(r.success_last.map(|s| s.ci95)),
+            r.env_steps,
+            opt_num(r.wall_seconds),
+        );
+    }
+    write_file(&out.join("report.csv"), &csv, &mut files)?;
+    let mut curves = String::from(
+        "variant,episode,n,ci_over,return_mean,return_ci95,success_mean,success_ci95\n",
+    );
+    for r in &rows {
+        for (e, ret, succ) in &r.curve {
+            let _ = writeln!(
+                curves,
+                "{},{e},{},{},{},{},{},{}",
+                csv_field(&r.variant),
+                ret.n,
+                r.ci_over,
+                ret.mean,
+                ret.ci95,
+                opt_num(succ.map(|s| s.mean)),
+                opt_num(succ.map(|s| s.ci95)),
+            );
+        }
+    }
+    write_file(&out.join("curves.csv"), &curves, &mut files)?;
+    let mut runs_csv = String::from(
+        "variant,seed,run_dir,eval_json,env_steps,episodes,trials,first_return,last_return,success_last,wall_seconds\n",
+    );
+    for g in &collected.groups {
+        for r in &g.runs {
+            let last = r.eval.curve.len() - 1;
+            let _ = writeln!(
+                runs_csv,
+                "{},{},{},{},{},{},{},{},{},{},{}",
+                csv_field(&g.name),
+                r.config.seed,
+                csv_field(&r.dir.display().to_string()),
+                csv_field(&r.eval_path.display().to_string()),
+                r.eval.step,
+                r.eval.curve.len(),
+                r.eval.returns.len(),
+                r.eval.curve[0].ret.mean,
+                r.eval.curve[last].ret.mean,
+                opt_num(r.eval.curve[last].success.map(|s| s.mean)),
+                opt_num(r.wall_seconds),
+            );
+        }
+    }
+    write_file(&out.join("runs.csv"), &runs_csv, &mut files)?;
+
+    let md = markdown(
+        &collected,
+        &rows,
+        &plots,
+        &references,
+        references_path.as_deref(),
+        options,
+    );
+    write_file(&out.join("report.md"), &md, &mut files)?;
+    Ok(Written {
+        dir: out,
+        files,
+        rows,
+    })
+}
+
+/// The markdown table of the summary rows.
+pub fn table(rows: &[Row]) -> String {
+    let mut md = String::from(
+        "| variant | runs (seeds) | CI over | episode 1 return | last episode return | improvement | success (last episode) | env steps | wall time / run |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let seeds: Vec<String> = r.seeds.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} ({}) | {} (n={}) | {} | {} (ep {}) | {} | {} | {:.0} | {} |",
+            r.variant,
+            r.seeds.len(),
+            seeds.join(", "),
+            r.ci_over,
+            r.first.n,
+            pm(&r.first),
+            pm(&r.last),
+            r.episodes,
+            pm(&r.improvement),
+            r.success_last.as_ref().map_or("—".into(), pm),
+            r.env_steps,
+            r.wall_seconds.map_or("—".into(), sweep::human_seconds),
+        );
+    }
+    md
+}
+
+fn markdown(
+    c: &Collected,
+    rows: &[Row],
+    plots: &[(String, PathBuf)],
+    references: &[ReferenceLine],
+    references_path: Option<&Path>,
+    options: &ReportOptions,
+) -> String {
+    let mut md = format!("# {}\n\n", c.title);
+    if !c.description.is_empty() {
+        let _ = writeln!(md, "{}\n", c.description);
+    }
+    let runs: usize = c.groups.iter().map(|g| g.runs.len()).sum();
+    let _ = writeln!(
+        md,
+        "Written by `{}` from {runs} run(s) in {} group(s). Each run contributes its latest \
+         evaluation (`eval/<step>.json`). Values are mean ± 95% CI half-width: over seeds \
+         (each seed's value is the mean over its evaluation trials) when a variant has several \
+         runs, else over the single run's evaluation trials (column *CI over*). Improvement = \
+         last episode minus episode 1. Wall time: the sweep's child processes (all attempts), \
+         else the span of the run's TensorBoard events.\n",
+        options.command,
+        c.groups.len()
+    );
+    md.push_str("## Results\n\n");
+    md.push_str(&table(rows));
+    md.push('\n');
+    for r in rows.iter().filter(|r| !r.differing.is_empty()) {
+        let _ = writeln!(
+            md,
+            "Note: the runs of `{}` differ in more than the seed: {}.\n",
+            r.variant,
+            r.differing.join(", ")
+        );
+    }
+    for (title, file) in plots {
+        let _ = writeln!(md, "![{title}]({})\n", file.display());
+    }
+    if !references.is_empty() {
+        let _ = writeln!(
+            md,
+            "## Paper reference numbers (not ours)\n\nDrawn as dashed lines in the plots; from `{}`. Published numbers under the papers' own training budgets, never results of these runs.\n\n| env | metric | label | value | source |\n|---|---|---|---|---|",
+            references_path.map_or(String::new(), |p| p.display().to_string())
+        );
+        for l in references {
+            let _ = writeln!(
+                md,
+                "| {} | {:?} | {} | {} | {} |",
+                l.env, l.metric, l.label, l.value, l.source
+            );
+        }
+        md.push('\n');
+    }
+    md.push_str("## Runs\n\n| variant | seed | env steps | episode 1 | last episode | wall time | run folder | evaluation |\n|---|---|---|---|---|---|---|---|\n");
+    for g in &c.groups {
+        for r in &g.runs {
+            let last = r.eval.curve.len() - 1;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.2} | {:.2} | {} | `{}` | `{}` |",
+                g.name,
+                r.config.seed,
+                r.eval.step,
+                r.eval.curve[0].ret.mean,
+                r.eval.curve[last].ret.mean,
+                r.wall_seconds.map_or("—".into(), sweep::human_seconds),
+                r.dir.display(),
+                r.eval_path.display()
+            );
+        }
+    }
+    md.push('\n');
+    md.push_str("## Configs\n\nEvery run's resolved config is `config.ron` in its run folder.\n\n");
+    let recipes: Vec<(&str, &PathBuf, &Vec<String>)> = c
+        .groups
+        .iter()
+        .filter_map(|g| g.recipe.as_ref().map(|(b, o)| (g.name.as_str(), b, o)))
+        .collect();
+    // Overrides every variant shares (the budget, mostly) are listed once.
+    let common: Vec<&String> = match recipes.first() {
+        Some((_, _, first)) if recipes.len() > 1 => first
+            .iter()
+            .filter(|o| recipes.iter().all(|(_, _, os)| os.contains(o)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !common.is_empty() {
+        md.push_str("Overrides of every variant:");
+        for o in &common {
+            let _ = write!(md, " `--set {o}`");
+        }
+        md.push_str("\n\n");
+    }
+    for (name, base, overrides) in &recipes {
+        let _ = write!(md, "- `{name}`: `{}`", base.display());
+        for o in overrides.iter().filter(|o| !common.contains(o)) {
+            let _ = write!(md, " `--set {o}`");
+        }
+        md.push('\n');
+    }
+    if !c.left_out.is_empty() {
+        md.push_str("\n## Left out\n\n");
+        for l in &c.left_out {
+            let _ = writeln!(md, "- `{}`: {}", l.dir.display(), l.why);
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EvalConfig;
+
+    fn record(group: &str, seed: u64, returns: Vec<Vec<f64>>) -> RunRecord {
+        let env = envs::EnvConfig::from_name("darkroom").unwrap();
+        let cfg = EvalConfig {
+            episodes_per_trial: returns[0].len(),
+            ..EvalConfig::default()
+        };
+        let results: Vec<Vec<(f64, bool)>> = returns
+            .iter()
+            .map(|t| t.iter().map(|&r| (r, r > 1.0)).collect())
+            .collect();
+        let eval = eval::summarise(&results, &env, &cfg, results.len(), 100, "relic", false);
+        let config = Config {
+            seed,
+            ..Config::default()
+        };
+        RunRecord {
+            group: group.into(),
+            dir: PathBuf::from(format!("/r/{group}{seed}")),
+            config,
+            eval_path: PathBuf::from("e.json"),
+            eval,
+            wall_seconds: Some(10.0 + seed as f64),
+        }
+    }
+
+    #[test]
+    fn several_seeds_give_intervals_over_seeds() {
+        let g = Group {
+            name: "a".into(),
+            runs: vec![
+                record("a", 0, vec![vec![1.0, 3.0], vec![3.0, 5.0]]),
+                record("a", 1, vec![vec![2.0, 8.0], vec![4.0, 10.0]]),
+            ],
+            recipe: None,
+        };
+        let row = summarise(&g);
+        assert_eq!(row.ci_over, "seeds");
+        // Per-seed episode-1 means: 2 and 3.
+        assert_eq!(row.first, MeanCi::of(&[2.0, 3.0]));
+        // Per-seed last means: 4 and 9; improvements 2 and 6.
+        assert_eq!(row.last, MeanCi::of(&[4.0, 9.0]));
+        assert_eq!(row.improvement, MeanCi::of(&[2.0, 6.0]));
+        assert_eq!(row.curve.len(), 2);
+        assert_eq!(row.curve[1].1, MeanCi::of(&[4.0, 9.0]));
+        assert!((row.wall_seconds.unwrap() - 10.5).abs() < 1e-12);
+        assert!(row.differing.is_empty());
+        let md = table(&[row]);
+        assert!(md.contains("| a | 2 (0, 1) | seeds (n=2) | 2.50 ±"), "{md}");
+    }
+
+    #[test]
+    fn one_run_gives_intervals_over_trials() {
+        let g = Group {
+            name: "b".into(),
+            runs: vec![record("b", 0, vec![vec![1.0, 3.0], vec![3.0, 7.0]])],
+            recipe: None,
+        };
+        let row = summarise(&g);
+        assert_eq!(row.ci_over, "trials");
+        assert_eq!(row.first, MeanCi::of(&[1.0, 3.0]));
+        assert_eq!(row.improvement, MeanCi::of(&[2.0, 4.0]));
+    }
+
+    #[test]
+    fn references_parse_and_reject_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.ron");
+        std::fs::write(
+            &p,
+            "References(lines: [(env: \"darkroom\", metric: Return, label: \"paper\", value: 3.0, source: \"s\")])",
+        )
+        .unwrap();
+        assert_eq!(References::load(&p).unwrap().lines[0].value, 3.0);
+        std::fs::write(&p, "References(lines: [], extra: 1)").unwrap();
+        let e = References::load(&p).unwrap_err();
+        assert_eq!(crate::cli::exit_code(&e), 2);
+        assert!(format!("{e:#}").contains("r.ron:1:"), "{e:#}");
+    }
+}
