@@ -91,7 +91,7 @@ pub fn eval_tasks(env: &EnvConfig, cfg: &EvalConfig) -> Result<Vec<envs::TaskId>
 
 /// Runs trials until every slot has finished `episodes` episodes; returns `[slot][episode]`
 /// (return, success). `policy` acts; `horizon` bounds an episode's length.
-fn run_trials(
+pub fn run_trials(
     sampler: &mut Sampler,
     policy: &mut dyn Policy,
     storage: &mut RolloutStorage,
@@ -143,7 +143,8 @@ pub fn evaluate_actor_critic(
     let mut sampler = Sampler::new(env, sampler_cfg, trial_tasks.len(), seed)?;
     let device = model.actor.ws.device();
     let mut storage = RolloutStorage::new(&spec, trial_tasks.len(), max_steps, device)?;
-    let mut policy = ModelPolicy::new(model, &sampler.act_groups(), context.max(1), seed)?;
+    let window = cfg.context_window.unwrap_or(context).max(1);
+    let mut policy = ModelPolicy::new(model, &sampler.act_groups(), window, seed)?;
     policy.set_greedy(cfg.greedy);
     let results = run_trials(
         &mut sampler,
