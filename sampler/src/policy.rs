@@ -3,7 +3,7 @@
 
 use crate::ensure_invalid;
 use crate::storage::RolloutStorage;
-use agent::{ActorCritic, KvCache, ObsSpec, StepInputs};
+use agent::{ActorCritic, KvCache, ObsSpec};
 use anyhow::{Context, Result};
 use envs::rng::mix64;
 use envs::EnvSpec;
@@ -329,7 +329,7 @@ impl<'a> ModelPolicy<'a> {
                 ));
                 continue;
             }
-            let x = to_device(storage.inputs_rows(0, t, rows.clone())?, self.device);
+            let x = storage.inputs_rows(0, t, rows.clone())?.to_device(self.device);
             let (_, v) = self
                 .model
                 .prefill(cache, &x, chunk)
@@ -337,22 +337,6 @@ impl<'a> ModelPolicy<'a> {
             values.push(v);
         }
         Ok(values)
-    }
-}
-
-/// Moves inputs to `device` (no-op when they are there).
-fn to_device(x: StepInputs, device: Device) -> StepInputs {
-    if x.prev_action.device() == device {
-        return x;
-    }
-    let m = |t: &Tensor| t.to_device(device);
-    StepInputs {
-        vector: m(&x.vector),
-        image: x.image.as_ref().map(m),
-        prev_action: m(&x.prev_action),
-        prev_reward: m(&x.prev_reward),
-        episode_index: m(&x.episode_index),
-        step_in_episode: m(&x.step_in_episode),
     }
 }
 
@@ -386,7 +370,7 @@ impl Policy for ModelPolicy<'_> {
             "model policy: slots {slots:?} outside the storage's {} rows",
             storage.num_envs()
         );
-        let x = to_device(storage.inputs_rows(t, t + 1, slots.clone())?, self.device);
+        let x = storage.inputs_rows(t, t + 1, slots.clone())?.to_device(self.device);
         let cache = &mut self.caches[g].1;
         if t == 0 {
             cache.reset_all();
