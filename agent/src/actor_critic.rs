@@ -32,20 +32,11 @@ impl ActorCritic {
         Ok(ActorCritic {
             encoder: TokenEncoder::new(&(path / "token"), cfg, spec)?,
             trunk: Transformer::new(&(path / "trunk"), cfg)?,
-            // A near-zero actor head starts the policy near uniform, so early trials explore
-            // (the default init gives a peaked policy at entropy ~0.8 of ln 5 ~ 1.6 on Dark Room).
             actor: nn::linear(
                 path / "actor",
                 d,
                 spec.num_actions as i64,
-                nn::LinearConfig {
-                    ws_init: nn::Init::Randn {
-                        mean: 0.0,
-                        stdev: 0.01,
-                    },
-                    bs_init: Some(nn::Init::Const(0.0)),
-                    bias: true,
-                },
+                Default::default(),
             ),
             critic: nn::linear(path / "critic", d, 1, Default::default()),
             spec: spec.clone(),
