@@ -33,6 +33,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a run's latest (or a named) checkpoint with the in-context protocol.
     Eval(EvalArgs),
+    /// Generate the pretraining dataset of a DPT or AD config (cached; `icrl train` also
+    /// generates it when missing); prints the dataset's path.
+    Data(DataArgs),
     /// Load, override and validate a config; print the resolved config (every field).
     Check(ConfigArgs),
     /// Step one environment with given actions: a JSON transcript, PNG frames and a map.
@@ -96,9 +99,30 @@ pub struct EvalArgs {
     /// Act greedily instead of sampling.
     #[arg(long)]
     pub greedy: bool,
+    /// KV-cache window in tokens (default: the config's eval.context_window, else the trained
+    /// context).
+    #[arg(long)]
+    pub context: Option<usize>,
+    /// DPT: the offline evaluation (fixed contexts from the held-out tasks, greedy and
+    /// sampled; the bandit comparison on bandits) instead of the online one.
+    #[arg(long)]
+    pub offline: bool,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
+}
+
+/// `icrl data`.
+#[derive(Args, Debug)]
+pub struct DataArgs {
+    /// The RON config file (method Dpt or Ad).
+    pub config: PathBuf,
+    /// Override a field: `--set path.to.field=value` (value in RON syntax); repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// The runs folder whose `datasets/` caches the file (unless `data.cache_dir` is set).
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
 }
 
 /// `icrl env`.
@@ -281,6 +305,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("done: {}", run.dir.display());
             Ok(())
         }
+        Command::Eval(args) if args.offline => {
+            let path = crate::evaluate_run_offline(
+                &args.run_dir,
+                args.checkpoint.as_deref(),
+                args.device.as_deref(),
+            )?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Data(args) => {
+            let config: crate::Config = config::load(&args.config, &args.set)?;
+            let path = crate::data::command(&config, &args.out)?;
+            println!("{}", path.display());
+            Ok(())
+        }
         Command::Eval(args) => {
             let split = match args.split.as_deref() {
                 None => None,
@@ -299,6 +338,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 args.trials,
                 split,
                 args.greedy,
+                args.context,
                 args.device.as_deref(),
             )?;
             println!("{}", path.display());

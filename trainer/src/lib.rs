@@ -7,15 +7,21 @@ pub mod progress;
 pub mod run_dir;
 
 pub use config::Config;
+pub mod ad;
+pub mod bandit_baselines;
 pub mod checkpoint;
+pub mod data;
+pub mod dpt;
 pub mod eval;
 pub mod experiment;
 pub mod logging;
 pub mod optim;
 pub mod plot;
 pub mod ppo_math;
+pub mod ppo_single_task;
 pub mod relic;
 pub mod report;
+pub mod rl2;
 pub mod run;
 pub mod stats;
 pub mod sweep;
@@ -30,6 +36,11 @@ use config::{EvalSplit, Method};
 pub fn train(run: &mut run::Run) -> anyhow::Result<()> {
     match run.config.method.clone() {
         Method::Relic(ppo) => relic::train(run, &ppo),
+        Method::Dpt(c) => dpt::train(run, &c),
+        Method::BanditBaselines(c) => bandit_baselines::train(run, &c),
+        Method::Rl2(c) => rl2::train(run, &c),
+        Method::PpoTask(c) => ppo_single_task::train(run, &c),
+        Method::Ad(c) => ad::train(run, &c),
     }
 }
 
@@ -42,6 +53,7 @@ pub fn evaluate_run(
     trials: Option<usize>,
     split: Option<EvalSplit>,
     greedy: bool,
+    context: Option<usize>,
     device: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
     let mut run = run::Run::resume(run_dir, device)?;
@@ -65,8 +77,13 @@ pub fn evaluate_run(
         cfg.eval.split = s;
     }
     cfg.eval.greedy |= greedy;
-    if cfg.eval.episodes_per_trial == 0 || cfg.eval.trials_per_task == 0 {
-        return Err(cli::UsageError("--episodes and --trials must be >= 1".into()).into());
+    if context.is_some() {
+        cfg.eval.context_window = context;
+    }
+    if cfg.eval.episodes_per_trial == 0 || cfg.eval.trials_per_task == 0 || context == Some(0) {
+        return Err(
+            cli::UsageError("--episodes, --trials and --context must be >= 1".into()).into(),
+        );
     }
     let spec = cfg.env.spec();
     match &cfg.method {
@@ -88,5 +105,49 @@ pub fn evaluate_run(
             eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
             Ok(json)
         }
+        Method::Dpt(dpt) => {
+            let (_vs, model) = dpt::load_model(&cfg, dpt, &ckpt, run.device)?;
+            let result = dpt::online_result(&model, dpt, &cfg, ckpt.meta.step, run.device)?;
+            let json = eval::write(&run.dir, &result)?;
+            eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+            Ok(json)
+        }
+        Method::BanditBaselines(c) => bandit_baselines::evaluate(&mut run, c),
+        Method::Rl2(c) => rl2::evaluate_checkpoint(&mut run, &cfg, c, &ckpt),
+        Method::PpoTask(c) => ppo_single_task::evaluate(&mut run, &cfg, c),
+        Method::Ad(c) => ad::evaluate_checkpoint(&mut run, &cfg, c, &ckpt),
+    }
+}
+
+/// `icrl eval --offline`: DPT's offline evaluation of a run's checkpoint (fixed contexts from
+/// the dataset's generator on the held-out tasks, greedy and sampled; on bandits the
+/// comparison with the classic algorithms); returns the result's path.
+pub fn evaluate_run_offline(
+    run_dir: &Path,
+    checkpoint_path: Option<&Path>,
+    device: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    let mut run = run::Run::resume(run_dir, device)?;
+    let ckpt = match checkpoint_path {
+        Some(p) => checkpoint::load(p)?,
+        None => run.resume_from.take().with_context(|| {
+            cli::UsageError(format!(
+                "{}: the run has no checkpoint yet",
+                run_dir.display()
+            ))
+        })?,
+    };
+    let cfg = run.config.clone();
+    match &cfg.method {
+        Method::Dpt(dpt) => {
+            let (_vs, model) = dpt::load_model(&cfg, dpt, &ckpt, run.device)?;
+            dpt::offline(&mut run, &model, dpt, ckpt.meta.step)
+        }
+        _ => Err(cli::UsageError(format!(
+            "--offline evaluates DPT runs; {} is a {} run",
+            run_dir.display(),
+            cfg.method_name()
+        ))
+        .into()),
     }
 }

@@ -8,7 +8,13 @@ pub use load::{
     apply_override, differing_fields, from_ron_str, load, prefixed, to_ron_string, ConfigError,
     Validate,
 };
+pub mod baselines;
 pub mod schema;
+
+pub use baselines::{
+    AdConfig, BanditAlgo, BanditBaselinesConfig, ContextKind, DataConfig, DptConfig, OnlineContext,
+    PpoCore, PpoTaskConfig, Rl2Config,
+};
 
 pub use schema::{
     CheckpointConfig, Config, EvalConfig, EvalSplit, LoggingConfig, Method, PpoConfig,

@@ -59,6 +59,11 @@ impl Config {
     pub fn method_name(&self) -> &'static str {
         match &self.method {
             Method::Relic(_) => "relic",
+            Method::Dpt(_) => "dpt",
+            Method::Ad(_) => "ad",
+            Method::Rl2(_) => "rl2",
+            Method::PpoTask(_) => "ppo",
+            Method::BanditBaselines(_) => "bandit_baselines",
         }
     }
 }
@@ -69,6 +74,16 @@ impl Config {
 pub enum Method {
     /// ReLIC: PPO over multi-episode trials with partial updates.
     Relic(PpoConfig),
+    /// DPT: supervised pretraining on in-context datasets (trainer/src/dpt.rs).
+    Dpt(super::DptConfig),
+    /// Algorithm Distillation on learning histories (trainer/src/ad.rs).
+    Ad(super::AdConfig),
+    /// RL²: a GRU policy trained with PPO over trials (trainer/src/rl2.rs).
+    Rl2(super::Rl2Config),
+    /// PPO from scratch on each held-out task (trainer/src/ppo_single_task.rs).
+    PpoTask(super::PpoTaskConfig),
+    /// Classic bandit algorithms on the held-out bandits (trainer/src/bandit_baselines.rs).
+    BanditBaselines(super::BanditBaselinesConfig),
 }
 
 /// PPO over long multi-episode trials with partial updates (ReLIC). Defaults follow ReLIC's
@@ -272,6 +287,9 @@ pub struct EvalConfig {
     pub episodes_per_trial: usize,
     /// Act greedily (argmax) instead of sampling.
     pub greedy: bool,
+    /// Tokens the policy's KV cache holds during evaluation (None = the trained context, the
+    /// trial length). A trial running past it slides the window: the oldest tokens drop out.
+    pub context_window: Option<usize>,
 }
 
 impl Default for EvalConfig {
@@ -283,6 +301,7 @@ impl Default for EvalConfig {
             trials_per_task: 1,
             episodes_per_trial: 10,
             greedy: false,
+            context_window: None,
         }
     }
 }
@@ -295,6 +314,12 @@ impl Validate for EvalConfig {
         }
         if self.episodes_per_trial == 0 {
             out.push(("episodes_per_trial".into(), "must be at least 1".into()));
+        }
+        if self.context_window == Some(0) {
+            out.push((
+                "context_window".into(),
+                "must be at least 1 when set".into(),
+            ));
         }
         if self.max_tasks == Some(0) {
             out.push(("max_tasks".into(), "must be at least 1 when set".into()));
@@ -414,6 +439,11 @@ impl Validate for Config {
         out.extend(prefixed("model", self.model.validate()));
         match &self.method {
             Method::Relic(ppo) => out.extend(prefixed("method", ppo.validate())),
+            Method::Dpt(c) => out.extend(prefixed("method", c.validate())),
+            Method::Ad(c) => out.extend(prefixed("method", c.validate())),
+            Method::Rl2(c) => out.extend(prefixed("method", c.validate())),
+            Method::PpoTask(c) => out.extend(prefixed("method", c.validate())),
+            Method::BanditBaselines(c) => out.extend(prefixed("method", c.validate())),
         }
         out.extend(prefixed("sampler", self.sampler.validate()));
         out.extend(prefixed("eval", self.eval.validate()));

@@ -1,0 +1,587 @@
+//! RL² (Duan et al. 2016): a recurrent policy trained with PPO over trials. The memory of the
+//! trial lives in the GRU's hidden state, carried across the episodes of a trial and zeroed
+//! when a new trial (task) starts.
+//!
+//! Read top to bottom:
+//!
+//! 1. [`train`] builds the [`GruPolicy`] (the agent crate's token encoder + GRU + actor/critic)
+//!    and Adam, restored from a checkpoint when resuming.
+//! 2. Each rollout is one trial per env slot: `episodes_per_trial * horizon` steps on a freshly
+//!    drawn training task, collected by the shared [`Sampler`] with [`GruActor`] acting (hidden
+//!    state per slot, zeroed at the trial's first step).
+//! 3. [`ppo_update`]: values of the whole trial from one no-grad sequence forward, GAE over the
+//!    trial (returns flow across episode ends, the trial is the RL episode; the trial's end is
+//!    terminal), then `epochs` passes of the clipped PPO loss ([`crate::ppo_math`]) over
+//!    minibatches of whole env sequences, each re-run through the GRU from the trial's start
+//!    (backpropagation through the whole trial).
+//! 4. Evaluation uses the shared protocol ([`crate::eval::run_trials`]) with the same actor.
+//!
+//! Every random draw of rollout r is seeded from (seed, r), so a resumed run reproduces the
+//! uninterrupted one on CPU.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use agent::GruPolicy;
+use envs::Split;
+use sampler::{CollectStats, Policy, PolicyOutput, RolloutStorage, Sampler, SlotStreams};
+
+use crate::checkpoint::{self, Checkpoint, TensorGroup};
+use crate::config::{Config, Rl2Config};
+use crate::eval::{self, EvalResult};
+use crate::logging::Logger;
+use crate::optim::Adam;
+use crate::ppo_math::{self, Boundaries, PpoLossConfig};
+use crate::run::{self, Run};
+
+/// Counters that make a run resumable, saved in every checkpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct TrainState {
+    /// Rollouts (trials) completed.
+    pub rollouts: u64,
+    /// Env steps collected, all envs together.
+    pub env_steps: u64,
+    /// PPO updates done.
+    pub updates: u64,
+    /// Consecutive updates with a non-finite loss.
+    pub bad_updates: u64,
+    /// Env steps at the last evaluation.
+    pub last_eval_step: u64,
+}
+
+fn rollout_seed(seed: u64, rollout: u64) -> u64 {
+    envs::rng::mix64(seed ^ envs::rng::mix64(rollout.wrapping_add(0x0052_4C32_0000)))
+}
+
+/// The GRU policy acting through the sampler: one hidden state per env slot, zeroed at a
+/// trial's first step; actions sampled from per-slot streams (or greedy).
+pub struct GruActor<'a> {
+    model: &'a GruPolicy,
+    hidden: Tensor,
+    streams: SlotStreams,
+    greedy: bool,
+    device: Device,
+}
+
+impl<'a> GruActor<'a> {
+    /// An actor for `num_envs` slots.
+    pub fn new(model: &'a GruPolicy, num_envs: usize, seed: u64, greedy: bool) -> Self {
+        let hidden = model.initial_state(num_envs);
+        GruActor {
+            device: hidden.device(),
+            model,
+            hidden,
+            streams: SlotStreams::new(seed, num_envs),
+            greedy,
+        }
+    }
+}
+
+impl Policy for GruActor<'_> {
+    fn act(
+        &mut self,
+        storage: &RolloutStorage,
+        t: usize,
+        slots: std::ops::Range<usize>,
+    ) -> Result<PolicyOutput> {
+        let _guard = tch::no_grad_guard();
+        let (start, len) = (slots.start as i64, slots.len() as i64);
+        anyhow::ensure!(
+            slots.end as i64 <= self.hidden.size()[0],
+            "RL² actor: slots {slots:?} outside its {} slots",
+            self.hidden.size()[0]
+        );
+        let x = storage
+            .inputs_rows(t, t + 1, slots.clone())?
+            .to_device(self.device);
+        let h = if t == 0 {
+            self.model.initial_state(slots.len())
+        } else {
+            self.hidden.narrow(0, start, len)
+        };
+        let (logits, value, h) = self.model.step(&x, &h)?;
+        self.hidden.narrow(0, start, len).copy_(&h);
+        let logp: Vec<f32> = Vec::try_from(
+            logits
+                .log_softmax(-1, Kind::Float)
+                .to_device(Device::Cpu)
+                .contiguous()
+                .view(-1),
+        )?;
+        let values: Vec<f32> = Vec::try_from(value.to_device(Device::Cpu).contiguous())?;
+        let a = logits.size()[1] as usize;
+        let mut out = PolicyOutput {
+            value: values,
+            ..PolicyOutput::default()
+        };
+        for (k, slot) in slots.enumerate() {
+            let row = &logp[k * a..(k + 1) * a];
+            let action = if self.greedy {
+                let mut best = 0;
+                for (j, &x) in row.iter().enumerate() {
+                    if x > row[best] {
+                        best = j;
+                    }
+                }
+                best
+            } else {
+                let p: Vec<f64> = row.iter().map(|&x| (x as f64).exp()).collect();
+                crate::data::sample_categorical(&p, self.streams.uniform(slot))
+            };
+            out.actions.push(action as u32);
+            out.logprob.push(row[action]);
+        }
+        Ok(out)
+    }
+}
+
+fn build(cfg: &Config, c: &Rl2Config, device: Device) -> Result<(VarStore, GruPolicy)> {
+    let vs = VarStore::new(device);
+    let spec = sampler::obs_spec(&cfg.env.spec());
+    let model = GruPolicy::new(&vs.root(), &cfg.model, &spec, c.hidden)?;
+    Ok((vs, model))
+}
+
+/// Trial length in steps.
+fn trial_len(cfg: &Config, c: &Rl2Config) -> usize {
+    c.episodes_per_trial * cfg.env.spec().horizon
+}
+
+/// Trains RL² as configured in `run.config` with `c`.
+pub fn train(run: &mut Run, c: &Rl2Config) -> Result<()> {
+    let cfg = run.config.clone();
+    let spec = cfg.env.spec();
+    let device = run.device;
+    tch::manual_seed(cfg.seed as i64);
+    let (mut vs, model) = build(&cfg, c, device)?;
+    let mut opt = Adam::new(&vs, 0.9, 0.999, c.ppo.adam_eps, 0.0);
+    let mut state = TrainState::default();
+    if let Some(ckpt) = run.resume_from.take() {
+        checkpoint::load_into_varstore(&mut vs, &ckpt, "")?;
+        opt.load_state(&ckpt.tensors)
+            .with_context(|| format!("{}: optimiser state", ckpt.path.display()))?;
+        state = serde_json::from_value(ckpt.meta.state.clone())
+            .with_context(|| format!("{}: trainer state", ckpt.path.display()))?;
+        eprintln!(
+            "resuming {} at env step {}",
+            run.dir.display(),
+            state.env_steps
+        );
+    }
+    let t_len = trial_len(&cfg, c);
+    let b = c.num_envs;
+    let mut storage = RolloutStorage::new(&spec, b, t_len, device)?;
+    let bar = crate::progress::bar(c.total_steps, "rl2", "steps");
+    bar.set_position(state.env_steps.min(c.total_steps));
+    run::install_interrupt_handler();
+
+    while state.env_steps < c.total_steps {
+        // --- one rollout: a trial of `episodes_per_trial` episodes per slot ---
+        let seed = rollout_seed(cfg.seed, state.rollouts);
+        tch::manual_seed(seed as i64);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let started = std::time::Instant::now();
+        let stats = {
+            let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, b, seed)?;
+            let tasks = sampler.sample_tasks(Split::Train, &mut rng)?;
+            sampler.start_trials(&tasks, &mut storage)?;
+            let mut actor = GruActor::new(&model, b, seed, false);
+            sampler.collect(&mut actor, &mut storage, t_len)?
+        };
+        state.env_steps += (b * t_len) as u64;
+        let collect_seconds = started.elapsed().as_secs_f64();
+        let t0 = std::time::Instant::now();
+        let m = ppo_update(&model, &mut opt, &storage, c, &mut rng)?;
+        state.updates += 1;
+        state.rollouts += 1;
+        if m.skipped > 0 {
+            state.bad_updates += 1;
+            eprintln!(
+                "warning: update {}: {} of {} minibatches had a non-finite loss and were skipped",
+                state.updates, m.skipped, m.minibatches
+            );
+            anyhow::ensure!(
+                state.bad_updates < c.max_bad_updates as u64,
+                "stopping: {} consecutive updates with non-finite losses (max_bad_updates = {})",
+                state.bad_updates,
+                c.max_bad_updates
+            );
+        } else {
+            state.bad_updates = 0;
+        }
+        log(
+            run,
+            state.env_steps,
+            &stats,
+            &m,
+            collect_seconds,
+            t0.elapsed().as_secs_f64(),
+        )?;
+        bar.set_position(state.env_steps.min(c.total_steps));
+
+        // --- evaluation, checkpoints, interruption: at rollout boundaries ---
+        let done = state.env_steps >= c.total_steps;
+        let eval_due = cfg.eval.every_steps > 0
+            && state.env_steps - state.last_eval_step >= cfg.eval.every_steps;
+        if eval_due || done {
+            evaluate(run, &model, c, &cfg, state.env_steps)?;
+            state.last_eval_step = state.env_steps;
+        }
+        let every = cfg.checkpoint.every_updates as u64;
+        if (every > 0 && state.updates % every == 0) || done || run::interrupted() {
+            save(run, &vs, &opt, &state)?;
+        }
+        run.logger.flush()?;
+        if run::interrupted() {
+            bar.abandon();
+            return Err(run::Interrupted {
+                step: state.env_steps,
+                dir: run.dir.clone(),
+            }
+            .into());
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// What one PPO update measured (means over its minibatches).
+#[derive(Clone, Debug, Default)]
+pub struct UpdateMetrics {
+    /// Clipped surrogate loss.
+    pub policy: f64,
+    /// Value loss.
+    pub value: f64,
+    /// Entropy.
+    pub entropy: f64,
+    /// Approximate KL.
+    pub approx_kl: f64,
+    /// Clipped fraction.
+    pub clipfrac: f64,
+    /// Explained variance of the values before the update.
+    pub explained_variance: f64,
+    /// Minibatches skipped for a non-finite loss.
+    pub skipped: usize,
+    /// Minibatches run.
+    pub minibatches: usize,
+}
+
+/// One PPO update over whole trials (see the module docs).
+pub fn ppo_update(
+    model: &GruPolicy,
+    opt: &mut Adam,
+    storage: &RolloutStorage,
+    c: &Rl2Config,
+    rng: &mut ChaCha8Rng,
+) -> Result<UpdateMetrics> {
+    let b = storage.num_envs();
+    let t = storage.len;
+    let device = storage.device();
+    let inputs = storage.inputs(0, t);
+    let no_reset = Tensor::zeros([b as i64, t as i64], (Kind::Bool, device));
+    let values = {
+        let _guard = tch::no_grad_guard();
+        let (_, v, _) = model.forward_sequence(&inputs, &model.initial_state(b), &no_reset)?;
+        v // [B, T]
+    };
+    // The trial ends after T steps: nothing follows, so the bootstrap value is 0.
+    let padded = Tensor::cat(
+        &[
+            values.shallow_clone(),
+            Tensor::zeros([b as i64, 1], (Kind::Float, device)),
+        ],
+        1,
+    );
+    let host = |x: &Tensor| -> Result<Vec<f32>> {
+        Ok(Vec::<f32>::try_from(
+            x.to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous()
+                .view(-1),
+        )?)
+    };
+    let flags = |x: &Tensor| -> Result<Vec<bool>> {
+        let v: Vec<u8> = Vec::try_from(
+            x.narrow(1, 0, t as i64)
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Uint8)
+                .contiguous()
+                .view(-1),
+        )?;
+        Ok(v.into_iter().map(|x| x != 0).collect())
+    };
+    let rewards = host(&storage.reward.narrow(1, 0, t as i64))?;
+    let (adv, ret) = ppo_math::gae(
+        b,
+        t,
+        &rewards,
+        &host(&padded)?,
+        &flags(&storage.terminated)?,
+        &flags(&storage.truncated)?,
+        None,
+        Boundaries::Trial,
+        c.ppo.gamma as f32,
+        c.ppo.gae_lambda as f32,
+    );
+    let to_t = |x: Vec<f32>| {
+        Tensor::from_slice(&x)
+            .view([b as i64, t as i64])
+            .to_device(device)
+    };
+    let (advantages, returns) = (to_t(adv), to_t(ret));
+    let old_logprob = storage.logprob.narrow(1, 0, t as i64);
+    let actions = storage.action.narrow(1, 0, t as i64);
+    let loss_cfg = PpoLossConfig {
+        clip: c.ppo.clip,
+        value_clip: None,
+        value_coef: c.ppo.value_coef,
+        entropy_coef: c.ppo.entropy_coef,
+        normalize_advantages: c.ppo.normalize_advantages,
+    };
+    let mut m = UpdateMetrics {
+        explained_variance: ppo_math::explained_variance(&host(&values)?, &host(&returns)?),
+        ..UpdateMetrics::default()
+    };
+    let per = (b / c.ppo.minibatches).max(1);
+    let mut rows: Vec<i64> = (0..b as i64).collect();
+    for _ in 0..c.ppo.epochs {
+        rows.shuffle(rng);
+        for chunk in rows.chunks(per) {
+            let idx = Tensor::from_slice(chunk).to_device(device);
+            let pick = |x: &Tensor| x.index_select(0, &idx);
+            let (logits, v, _) = model.forward_sequence(
+                &inputs.select_rows(&idx),
+                &model.initial_state(chunk.len()),
+                &pick(&no_reset),
+            )?;
+            let a = logits.size()[2];
+            let loss = ppo_math::ppo_loss(
+                &loss_cfg,
+                &logits.reshape([-1, a]),
+                &pick(&actions).reshape(-1),
+                &pick(&old_logprob).reshape(-1),
+                &pick(&advantages).reshape(-1),
+                &pick(&returns).reshape(-1),
+                &pick(&values).reshape(-1),
+                &v.reshape(-1),
+            );
+            m.minibatches += 1;
+            if !loss.total.double_value(&[]).is_finite() {
+                m.skipped += 1;
+                continue;
+            }
+            opt.zero_grad();
+            loss.total.backward();
+            opt.clip_grad_norm(c.ppo.max_grad_norm);
+            opt.step(c.ppo.lr);
+            m.policy += loss.policy;
+            m.value += loss.value;
+            m.entropy += loss.entropy;
+            m.approx_kl += loss.approx_kl;
+            m.clipfrac += loss.clipfrac;
+        }
+    }
+    let used = (m.minibatches - m.skipped).max(1) as f64;
+    for x in [
+        &mut m.policy,
+        &mut m.value,
+        &mut m.entropy,
+        &mut m.approx_kl,
+        &mut m.clipfrac,
+    ] {
+        *x /= used;
+    }
+    Ok(m)
+}
+
+fn log(
+    run: &mut Run,
+    step: u64,
+    s: &CollectStats,
+    m: &UpdateMetrics,
+    collect_seconds: f64,
+    update_seconds: f64,
+) -> Result<()> {
+    let l = &mut run.logger;
+    l.scalar("losses/policy", step, m.policy)?;
+    l.scalar("losses/value", step, m.value)?;
+    l.scalar("losses/entropy", step, m.entropy)?;
+    l.scalar("losses/approx_kl", step, m.approx_kl)?;
+    l.scalar("losses/clipfrac", step, m.clipfrac)?;
+    l.scalar("losses/explained_variance", step, m.explained_variance)?;
+    if !s.episodes.is_empty() {
+        let mean = |f: &dyn Fn(&sampler::EpisodeStats) -> f64| {
+            s.episodes.iter().map(f).sum::<f64>() / s.episodes.len() as f64
+        };
+        l.scalar("charts/episodic_return", step, mean(&|e| e.ret))?;
+        l.scalar("charts/episodic_length", step, mean(&|e| e.length as f64))?;
+        let first: Vec<f64> = s
+            .episodes
+            .iter()
+            .filter(|e| e.episode_index == 0)
+            .map(|e| e.ret)
+            .collect();
+        if !first.is_empty() {
+            l.scalar(
+                "charts/return_first_episode",
+                step,
+                first.iter().sum::<f64>() / first.len() as f64,
+            )?;
+        }
+    }
+    l.scalar(
+        "charts/sps",
+        step,
+        s.env_steps as f64 / (collect_seconds + update_seconds).max(1e-9),
+    )?;
+    l.scalar("perf/rollout_seconds", step, collect_seconds)?;
+    l.scalar("perf/update_seconds", step, update_seconds)?;
+    Ok(())
+}
+
+/// The in-context curve of the GRU policy with the shared protocol.
+pub fn eval_result(model: &GruPolicy, cfg: &Config, step: u64) -> Result<EvalResult> {
+    let _guard = tch::no_grad_guard();
+    let tasks = eval::eval_tasks(&cfg.env, &cfg.eval)?;
+    let trial_tasks: Vec<envs::TaskId> = tasks
+        .iter()
+        .flat_map(|&t| std::iter::repeat_n(t, cfg.eval.trials_per_task))
+        .collect();
+    let spec = cfg.env.spec();
+    let seed = cfg.seed ^ 0xE7A1_0000;
+    let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, trial_tasks.len(), seed)?;
+    let max_steps = cfg.eval.episodes_per_trial * spec.horizon;
+    let device = model.initial_state(1).device();
+    let mut storage = RolloutStorage::new(&spec, trial_tasks.len(), max_steps, device)?;
+    let mut actor = GruActor::new(model, trial_tasks.len(), seed, cfg.eval.greedy);
+    let results = eval::run_trials(
+        &mut sampler,
+        &mut actor,
+        &mut storage,
+        &trial_tasks,
+        cfg.eval.episodes_per_trial,
+        spec.horizon,
+    )?;
+    Ok(eval::summarise(
+        &results,
+        &cfg.env,
+        &cfg.eval,
+        tasks.len(),
+        step,
+        cfg.method_name(),
+        spec.has_success,
+    ))
+}
+
+fn evaluate(
+    run: &mut Run,
+    model: &GruPolicy,
+    _c: &Rl2Config,
+    cfg: &Config,
+    step: u64,
+) -> Result<PathBuf> {
+    let result = eval_result(model, cfg, step)?;
+    let json = eval::write(&run.dir, &result)?;
+    eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+    let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
+    let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
+    eprintln!(
+        "eval at step {step}: return episode 1 = {first:.1}, episode {} = {last:.1} ({})",
+        result.episodes_per_trial,
+        json.display()
+    );
+    Ok(json)
+}
+
+fn save(run: &Run, vs: &VarStore, opt: &Adam, state: &TrainState) -> Result<()> {
+    let optim: Vec<(String, Tensor)> = opt
+        .state_tensors()
+        .into_iter()
+        .map(|(n, t)| (n.trim_start_matches("optim.").to_string(), t))
+        .collect();
+    let groups = [
+        TensorGroup::from_varstore("", vs),
+        TensorGroup::new("optim.", optim),
+    ];
+    run.save_checkpoint(state.env_steps, &groups, serde_json::to_value(state)?)?;
+    Ok(())
+}
+
+/// `icrl eval` of an RL² checkpoint: the shared protocol with `cfg.eval`.
+pub fn evaluate_checkpoint(
+    run: &mut Run,
+    cfg: &Config,
+    c: &Rl2Config,
+    ckpt: &Checkpoint,
+) -> Result<PathBuf> {
+    let (mut vs, model) = build(cfg, c, run.device)?;
+    checkpoint::load_into_varstore(&mut vs, ckpt, "")?;
+    let result = eval_result(&model, cfg, ckpt.meta.step)?;
+    let json = eval::write(&run.dir, &result)?;
+    eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+    Ok(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_state_is_carried_across_episodes_and_reset_between_trials() {
+        let mut cfg = Config::default();
+        cfg.env = envs::EnvConfig::DarkRoom(envs::DarkRoomConfig {
+            size: 10,
+            horizon: 5,
+        });
+        cfg.model.d_model = 16;
+        cfg.model.heads = 2;
+        cfg.sampler.threads = 1;
+        let c = Rl2Config {
+            hidden: 8,
+            num_envs: 2,
+            episodes_per_trial: 2,
+            ..Rl2Config::default()
+        };
+        let (_vs, model) = build(&cfg, &c, Device::Cpu).unwrap();
+        let spec = cfg.env.spec();
+        let mut storage = RolloutStorage::new(&spec, 2, 10, Device::Cpu).unwrap();
+        let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, 2, 3).unwrap();
+        sampler.start_trials(&[1, 1], &mut storage).unwrap();
+        let mut actor = GruActor::new(&model, 2, 3, false);
+        sampler.collect(&mut actor, &mut storage, 10).unwrap();
+        // The actor's values equal a sequence forward over the whole trial without resets
+        // (so the hidden state crossed the episode boundary at step 5).
+        let _g = tch::no_grad_guard();
+        let reset = Tensor::zeros([2, 10], (Kind::Bool, Device::Cpu));
+        let (_, v, _) = model
+            .forward_sequence(&storage.inputs(0, 10), &model.initial_state(2), &reset)
+            .unwrap();
+        let diff = (v - &storage.value.narrow(1, 0, 10))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-5, "{diff}");
+        // A new trial starts from a zero state: the first value equals a fresh forward.
+        sampler.start_trials(&[2, 2], &mut storage).unwrap();
+        sampler.collect(&mut actor, &mut storage, 1).unwrap();
+        let (_, v, _) = model
+            .forward_sequence(
+                &storage.inputs(0, 1),
+                &model.initial_state(2),
+                &reset.narrow(1, 0, 1),
+            )
+            .unwrap();
+        let diff = (v - &storage.value.narrow(1, 0, 1))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-5, "{diff}");
+    }
+}
