@@ -350,6 +350,7 @@ fn a_tiny_sweep_is_interrupted_resumed_and_reported() {
         "{md}"
     );
     assert!(md.contains("Paper reference numbers (not ours)"), "{md}");
+    assert!(report_dir.join("return_darkroom_vs_paper.png").is_file());
     let png = report_dir.join("return_darkroom.png");
     let (_, h, w) = icrl::trainer::plot::read_png_rgb(&png).unwrap();
     assert_eq!((h, w), (560, 900));
@@ -368,6 +369,7 @@ fn a_tiny_sweep_is_interrupted_resumed_and_reported() {
         assert!((num(row, "last_return") - last).abs() < 1e-9);
         assert_eq!(num(row, "env_steps"), eval["step"].as_f64().unwrap());
         assert_eq!(num(row, "env_steps"), 1200.0);
+        assert_eq!(row["state"], "done");
         per_variant
             .entry(row["variant"].clone())
             .or_default()

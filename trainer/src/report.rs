@@ -152,8 +152,10 @@ pub struct RunRecord {
     pub eval_path: PathBuf,
     /// Its content.
     pub eval: EvalResult,
-    /// Wall-clock seconds of training, with where it came from.
+    /// Wall-clock seconds of training (sweep attempts, else TensorBoard event times).
     pub wall_seconds: Option<f64>,
+    /// The sweep slot's state (`done`, `running`, `interrupted`, ...) for runs of a sweep.
+    pub state: Option<String>,
 }
 
 /// One group (variant) of runs.
@@ -235,7 +237,12 @@ fn wall_from_events(dir: &Path) -> Option<f64> {
 }
 
 /// Reads one run folder; `Err` holds why it is left out.
-fn read_run(dir: &Path, group: Option<&str>, wall: Option<f64>) -> Result<RunRecord, String> {
+fn read_run(
+    dir: &Path,
+    group: Option<&str>,
+    wall: Option<f64>,
+    state: Option<String>,
+) -> Result<RunRecord, String> {
     let config_path = dir.join(crate::run_dir::CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
@@ -257,6 +264,7 @@ fn read_run(dir: &Path, group: Option<&str>, wall: Option<f64>) -> Result<RunRec
         eval_path,
         eval: result,
         wall_seconds: wall.or_else(|| wall_from_events(dir)),
+        state,
     })
 }
 
@@ -360,17 +368,24 @@ fn collect(inputs: &[PathBuf]) -> Result<Collected> {
                 });
                 continue;
             };
-            let wall = sweep::SlotStatus::read(&slot)
-                .ok()
+            let status = sweep::SlotStatus::read(&slot).ok();
+            let wall = status
+                .as_ref()
                 .filter(|s| !s.attempts.is_empty())
-                .map(|s| s.wall_seconds());
+                .map(sweep::SlotStatus::wall_seconds);
+            let state = status.map(|s| {
+                serde_json::to_value(s.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            });
             let recipe_overrides: Vec<String> = run
                 .overrides
                 .iter()
                 .filter(|o| !o.starts_with("seed="))
                 .cloned()
                 .collect();
-            match read_run(&run_dir, Some(&group), wall) {
+            match read_run(&run_dir, Some(&group), wall, state) {
                 Ok(record) => add(
                     &mut groups,
                     record,
@@ -381,7 +396,7 @@ fn collect(inputs: &[PathBuf]) -> Result<Collected> {
         }
     }
     for dir in &runs {
-        match read_run(dir, None, None) {
+        match read_run(dir, None, None, None) {
             Ok(record) => add(&mut groups, record, None),
             Err(why) => left_out.push(LeftOut {
                 dir: dir.clone(),
@@ -613,21 +628,37 @@ pub fn report(options: &ReportOptions) -> Result<Written> {
                     y: l.value,
                 })
                 .collect();
-            let (what, file) = match metric {
-                Metric::Return => ("return", format!("return_{}.png", file_part(env))),
-                Metric::Success => ("success", format!("success_{}.png", file_part(env))),
+            let what = match metric {
+                Metric::Return => "return",
+                Metric::Success => "success",
             };
-            let path = out.join(&file);
-            plot::curves(
-                &path,
-                &format!("{}: in-context {what} on {env} (95% CI)", collected.title),
-                "episode in trial",
-                what,
-                &series,
-                &refs,
-            )?;
-            files.push(path);
-            plots.push((format!("in-context {what} on {env}"), PathBuf::from(file)));
+            // Our curves on their own scale; the paper's numbers (often far above a small
+            // run's) on a second plot, so they never flatten the comparison.
+            let mut versions = vec![(format!("{what}_{}.png", file_part(env)), Vec::new())];
+            if !refs.is_empty() {
+                versions.push((format!("{what}_{}_vs_paper.png", file_part(env)), refs));
+            }
+            for (file, refs) in versions {
+                let path = out.join(&file);
+                let with = if refs.is_empty() {
+                    ""
+                } else {
+                    ", with the papers' numbers (dashed)"
+                };
+                plot::curves(
+                    &path,
+                    &format!("{}: in-context {what} on {env} (95% CI)", collected.title),
+                    "episode in trial",
+                    what,
+                    &series,
+                    &refs,
+                )?;
+                files.push(path);
+                plots.push((
+                    format!("in-context {what} on {env}{with}"),
+                    PathBuf::from(file),
+                ));
+            }
         }
     }
 
@@ -680,14 +711,14 @@ pub fn report(options: &ReportOptions) -> Result<Written> {
     }
     write_file(&out.join("curves.csv"), &curves, &mut files)?;
     let mut runs_csv = String::from(
-        "variant,seed,run_dir,eval_json,env_steps,episodes,trials,first_return,last_return,success_last,wall_seconds\n",
+        "variant,seed,run_dir,eval_json,env_steps,episodes,trials,first_return,last_return,success_last,wall_seconds,state\n",
     );
     for g in &collected.groups {
         for r in &g.runs {
             let last = r.eval.curve.len() - 1;
             let _ = writeln!(
                 runs_csv,
-                "{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&g.name),
                 r.config.seed,
                 csv_field(&r.dir.display().to_string()),
@@ -699,6 +730,7 @@ pub fn report(options: &ReportOptions) -> Result<Written> {
                 r.eval.curve[last].ret.mean,
                 opt_num(r.eval.curve[last].success.map(|s| s.mean)),
                 opt_num(r.wall_seconds),
+                r.state.as_deref().unwrap_or(""),
             );
         }
     }
@@ -800,15 +832,16 @@ fn markdown(
         }
         md.push('\n');
     }
-    md.push_str("## Runs\n\n| variant | seed | env steps | episode 1 | last episode | wall time | run folder | evaluation |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("## Runs\n\n| variant | seed | state | env steps | episode 1 | last episode | wall time | run folder | evaluation |\n|---|---|---|---|---|---|---|---|---|\n");
     for g in &c.groups {
         for r in &g.runs {
             let last = r.eval.curve.len() - 1;
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {:.2} | {:.2} | {} | `{}` | `{}` |",
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {} | `{}` | `{}` |",
                 g.name,
                 r.config.seed,
+                r.state.as_deref().unwrap_or("—"),
                 r.eval.step,
                 r.eval.curve[0].ret.mean,
                 r.eval.curve[last].ret.mean,
@@ -883,6 +916,7 @@ mod tests {
             eval_path: PathBuf::from("e.json"),
             eval,
             wall_seconds: Some(10.0 + seed as f64),
+            state: None,
         }
     }
 
