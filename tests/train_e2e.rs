@@ -26,11 +26,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The only run folder under `out`.
+/// The only run folder under `out` (besides the dataset cache `datasets/`).
 fn run_dir(out: &Path) -> PathBuf {
     let dirs: Vec<PathBuf> = std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("datasets"))
         .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs[0].clone()
@@ -60,16 +61,70 @@ fn scalars(dir: &Path) -> Vec<(String, u64, f64)> {
     out
 }
 
-/// Overrides that shrink a config to a short CPU run.
+/// Overrides that shrink a ReLIC config to a short CPU run.
 fn shrink(env: &str) -> Vec<String> {
-    let mut sets = vec![
-        "method.num_envs=2",
-        "method.minibatches=1",
-        "method.epochs=1",
-        "method.rollout_len=64",
-        "method.updates_per_rollout=2",
-        "method.total_steps=256",
-        "method.warmup_steps=64",
+    shrink_method(env, "Relic")
+}
+
+/// The method of a config file's text (the variant name after `method:`).
+fn method_of(text: &str) -> &'static str {
+    ["Relic", "Dpt", "Ad", "Rl2", "PpoTask", "BanditBaselines"]
+        .into_iter()
+        .find(|m| text.contains(&format!("method: {m}(")))
+        .unwrap_or("Relic")
+}
+
+/// Overrides that shrink a config of `method` on `env` to a run of a few seconds on CPU.
+fn shrink_method(env: &str, method: &str) -> Vec<String> {
+    let mut sets: Vec<&str> = match method {
+        "Dpt" => vec![
+            "method.steps=12",
+            "method.batch_size=4",
+            "method.warmup_steps=2",
+            "method.data.samples_per_task=3",
+            "method.data.max_tasks=Some(3)",
+            "method.offline_contexts_per_task=1",
+            "method.offline_eval_every=0",
+        ],
+        "Ad" => vec![
+            "method.steps=12",
+            "method.batch_size=2",
+            "method.warmup_steps=2",
+            "method.window=24",
+            "method.data.samples_per_task=1",
+            "method.data.max_tasks=Some(2)",
+            "method.data.context_len=48",
+            "method.data.history_len=48",
+        ],
+        "Rl2" => vec![
+            "method.num_envs=2",
+            "method.episodes_per_trial=1",
+            "method.ppo.minibatches=1",
+            "method.ppo.epochs=1",
+            "method.total_steps=80",
+            "eval.every_steps=0",
+        ],
+        "PpoTask" => vec![
+            "method.steps_per_task=32",
+            "method.num_envs=2",
+            "method.rollout_len=16",
+            "method.ppo.minibatches=2",
+        ],
+        "BanditBaselines" => vec![
+            "method.offline_sizes=[1, 5, 20]",
+            "method.online_steps=Some(20)",
+        ],
+        _ => vec![
+            "method.num_envs=2",
+            "method.minibatches=1",
+            "method.epochs=1",
+            "method.rollout_len=64",
+            "method.updates_per_rollout=2",
+            "method.total_steps=256",
+            "method.warmup_steps=64",
+        ],
+    };
+    sets.extend([
         "eval.episodes_per_trial=2",
         "eval.trials_per_task=1",
         "eval.max_tasks=Some(2)",
@@ -77,7 +132,7 @@ fn shrink(env: &str) -> Vec<String> {
         "model.dtype=F32",
         "runtime.device=\"cpu\"",
         "logging.progress=false",
-    ];
+    ]);
     if env == "house_nav" {
         sets.extend([
             "env.image_height=16",
@@ -91,6 +146,21 @@ fn shrink(env: &str) -> Vec<String> {
     }
     if env == "one_room" {
         sets.push("env.horizon=20");
+        if matches!(method, "Dpt" | "Ad" | "Rl2") {
+            sets.extend(["env.image_height=8", "env.image_width=8"]);
+        }
+    }
+    if env == "darkroom" && matches!(method, "Rl2" | "PpoTask" | "Ad") {
+        sets.push("env.horizon=20");
+    }
+    if env == "bandit" {
+        sets.push("env.horizon=20");
+        if method == "Dpt" {
+            sets.extend([
+                "method.data.context_len=20",
+                "method.bandit_comparison.offline_sizes=[1, 5, 20]",
+            ]);
+        }
     }
     sets.into_iter().map(String::from).collect()
 }
@@ -101,20 +171,22 @@ fn every_config_trains_evaluates_and_writes_its_files() {
     assert!(!configs.is_empty());
     for config in configs {
         let text = std::fs::read_to_string(&config).unwrap();
-        let env = ["house_nav", "one_room", "darkroom"]
+        let env = ["house_nav", "one_room", "darkroom", "bandit"]
             .into_iter()
             .find(|e| {
                 text.contains(&match *e {
                     "house_nav" => "HouseNav(".to_string(),
                     "one_room" => "OneRoom(".to_string(),
+                    "bandit" => "Bandit(".to_string(),
                     _ => "DarkRoom(".to_string(),
                 })
             })
             .unwrap_or("other");
+        let method = method_of(&text);
         let out = tempfile::tempdir().unwrap();
         let mut cmd = icrl();
         cmd.arg("train").arg(&config).arg("--out").arg(out.path());
-        for s in shrink(env) {
+        for s in shrink_method(env, method) {
             cmd.arg("--set").arg(s);
         }
         let result = cmd.output().unwrap();
@@ -124,6 +196,45 @@ fn every_config_trains_evaluates_and_writes_its_files() {
         assert!(dir.join("config.ron").is_file(), "{name}: config.ron");
         let ckpts = files_with(&dir.join("checkpoints"), |n| n.ends_with(".safetensors"));
         assert!(!ckpts.is_empty(), "{name}: checkpoint");
+        if method == "BanditBaselines" || (method == "Dpt" && env == "bandit") {
+            // The bandit comparison: JSON and two plots.
+            let reports = files_with(&dir.join("bandit"), |n| n.ends_with(".json"));
+            assert_eq!(reports.len(), 1, "{name}: bandit report");
+            let report: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&reports[0]).unwrap()).unwrap();
+            assert!(
+                report["algorithms"].as_array().unwrap().len() >= 4,
+                "{name}"
+            );
+            assert_eq!(
+                files_with(&dir.join("bandit"), |n| n.ends_with(".png")).len(),
+                2
+            );
+            if method == "BanditBaselines" {
+                let result = icrl().arg("eval").arg(&dir).output().unwrap();
+                check(&result);
+                continue;
+            }
+        }
+        if method == "Dpt" {
+            if env != "bandit" {
+                let offline = files_with(&dir.join("offline"), |n| n.ends_with(".json"));
+                assert_eq!(offline.len(), 1, "{name}: offline result");
+            }
+            let result = icrl()
+                .arg("eval")
+                .arg(&dir)
+                .arg("--offline")
+                .output()
+                .unwrap();
+            check(&result);
+            let path = PathBuf::from(String::from_utf8_lossy(&result.stdout).trim());
+            assert!(path.is_file(), "{name}: icrl eval --offline wrote {path:?}");
+            assert!(
+                out.path().join("datasets").is_dir(),
+                "{name}: dataset cache"
+            );
+        }
         let evals = files_with(&dir.join("eval"), |n| n.ends_with(".json"));
         assert_eq!(evals.len(), 1, "{name}: eval json");
         assert!(
@@ -134,12 +245,17 @@ fn every_config_trains_evaluates_and_writes_its_files() {
             serde_json::from_str(&std::fs::read_to_string(&evals[0]).unwrap()).unwrap();
         assert_eq!(eval["curve"].as_array().unwrap().len(), 2, "{name}: curve");
         let tags: Vec<String> = scalars(&dir).into_iter().map(|s| s.0).collect();
-        for tag in [
-            "charts/sps",
-            "losses/policy",
-            "losses/value",
-            "eval/return_ep01",
-        ] {
+        let expected: &[&str] = match method {
+            "Dpt" | "Ad" => &["charts/sps", "losses/action_ce", "eval/return_ep01"],
+            "PpoTask" => &["losses/policy", "losses/value", "eval/return_ep01"],
+            _ => &[
+                "charts/sps",
+                "losses/policy",
+                "losses/value",
+                "eval/return_ep01",
+            ],
+        };
+        for &tag in expected {
             assert!(
                 tags.iter().any(|t| t == tag),
                 "{name}: tag {tag} in {tags:?}"
