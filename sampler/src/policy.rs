@@ -329,7 +329,9 @@ impl<'a> ModelPolicy<'a> {
                 ));
                 continue;
             }
-            let x = storage.inputs_rows(0, t, rows.clone())?.to_device(self.device);
+            let x = storage
+                .inputs_rows(0, t, rows.clone())?
+                .to_device(self.device);
             let (_, v) = self
                 .model
                 .prefill(cache, &x, chunk)
@@ -370,7 +372,9 @@ impl Policy for ModelPolicy<'_> {
             "model policy: slots {slots:?} outside the storage's {} rows",
             storage.num_envs()
         );
-        let x = storage.inputs_rows(t, t + 1, slots.clone())?.to_device(self.device);
+        let x = storage
+            .inputs_rows(t, t + 1, slots.clone())?
+            .to_device(self.device);
         let cache = &mut self.caches[g].1;
         if t == 0 {
             cache.reset_all();
