@@ -300,10 +300,10 @@ pub fn compare(
                 let (mut counts, mut sums) = (vec![0u32; k], vec![0.0f64; k]);
                 let mut regret = 0.0;
                 let mut row = Vec::with_capacity(online_steps.len());
-                for t in 0..horizon {
+                for (t, z) in noise_draws[b].iter().enumerate() {
                     let a = choose(algo, cfg, noise, &counts, &sums, true, &mut rng);
                     counts[a] += 1;
-                    sums[a] += means[b][a] + noise * noise_draws[b][t];
+                    sums[a] += means[b][a] + noise * z;
                     regret += best[b] - means[b][a];
                     if online_steps.binary_search(&(t + 1)).is_ok() {
                         row.push(regret);
@@ -354,6 +354,7 @@ pub fn compare(
         let mut regret = vec![0.0f64; n];
         let mut rows = vec![Vec::with_capacity(online_steps.len()); n];
         let mut rng = ChaCha8Rng::seed_from_u64(envs::rng::mix64(seed ^ 0xD9_7B));
+        #[allow(clippy::needless_range_loop)]
         for t in 0..horizon {
             let logits = dpt_logits(dpt, &ctx, t, k)?.select(1, t as i64);
             let probs: Vec<f32> =

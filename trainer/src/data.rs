@@ -952,14 +952,13 @@ fn rollouts(env: &EnvConfig, data: &DataConfig, l: &Layout, jobs: &[Job]) -> Res
     Ok(records)
 }
 
+/// A query: observation vector, image bytes, oracle label.
+type Query = (Vec<f32>, Vec<u8>, u32);
+
 /// Query observations with oracle labels for each job (`job.records` of them): uniform states
 /// on grid worlds; elsewhere the state after a random walk of uniformly random length below
 /// the horizon from an episode start.
-fn query_states(
-    env: &EnvConfig,
-    l: &Layout,
-    jobs: &[Job],
-) -> Result<Vec<Vec<(Vec<f32>, Vec<u8>, u32)>>> {
+fn query_states(env: &EnvConfig, l: &Layout, jobs: &[Job]) -> Result<Vec<Vec<Query>>> {
     let n = jobs.len();
     let (s, i) = (l.s, l.i);
     let mut rngs: Vec<ChaCha8Rng> = jobs
@@ -985,7 +984,7 @@ fn query_states(
     }
     let spec = env.spec();
     let rounds = jobs.iter().map(|j| j.records).max().unwrap_or(0);
-    let mut out: Vec<Vec<(Vec<f32>, Vec<u8>, u32)>> = vec![Vec::new(); n];
+    let mut out: Vec<Vec<Query>> = vec![Vec::new(); n];
     let seed = envs::rng::mix64(jobs.first().map_or(0, |j| j.seed) ^ 0x0E_E2);
     let mut venv = env.build(seed, 0, n)?;
     let mut obs = ObsBatch::new(&spec, n);
@@ -1136,12 +1135,12 @@ pub fn command(config: &crate::Config, runs_dir: &Path) -> Result<PathBuf> {
     };
     let ds = ensure(&config.env, data, runs_dir)?;
     eprintln!(
-        "{}: {} records of {} transitions ({} tasks, {} generator, {:.1} MiB)",
+        "{}: {} records of {} transitions ({} tasks, {:?} generator, {:.1} MiB)",
         ds.path.display(),
         ds.len(),
         ds.header.context_len,
         ds.header.tasks,
-        format!("{:?}", ds.header.context),
+        ds.header.context,
         (ds.len() * ds.layout().bytes()) as f64 / (1 << 20) as f64
     );
     Ok(ds.path.clone())

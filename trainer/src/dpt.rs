@@ -170,11 +170,7 @@ impl HostBatch {
     /// The batch as tensors on `device`; `image` = (height, width) for image envs.
     pub fn to_tensors(&self, image: Option<(usize, usize)>, device: Device) -> DptBatch {
         let (b, t) = (self.b as i64, self.t as i64);
-        let s = if self.b > 0 {
-            (self.query.len() / self.b) as i64
-        } else {
-            0
-        };
+        let s = self.query.len().checked_div(self.b).unwrap_or(0) as i64;
         let f = |v: &[f32], shape: &[i64]| Tensor::from_slice(v).view(shape).to_device(device);
         let img = |v: &[u8], lead: &[i64]| {
             image.map(|(hh, ww)| {
@@ -271,9 +267,9 @@ impl ImageDpt {
 #[derive(Debug)]
 pub enum DptNet {
     /// Vector observations.
-    Vector(SequenceModel),
+    Vector(Box<SequenceModel>),
     /// Image (+ vector) observations.
-    Image(ImageDpt),
+    Image(Box<ImageDpt>),
 }
 
 impl DptNet {
@@ -302,18 +298,18 @@ impl DptNet {
         }
         let spec = env.spec();
         if spec.image.is_some() {
-            Ok(DptNet::Image(ImageDpt::new(
+            Ok(DptNet::Image(Box::new(ImageDpt::new(
                 p,
                 cfg,
                 &sampler::obs_spec(&spec),
-            )?))
+            )?)))
         } else {
-            Ok(DptNet::Vector(SequenceModel::new(
+            Ok(DptNet::Vector(Box::new(SequenceModel::new(
                 p,
                 cfg,
                 spec.vector_dim,
                 spec.num_actions,
-            )?))
+            )?)))
         }
     }
 
@@ -751,6 +747,7 @@ fn column<T: tch::kind::Element + Default + Clone>(
 
 impl<'a> DptPolicy<'a> {
     /// A policy for `num_envs` slots of `env`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: &'a DptNet,
         env: &EnvConfig,
@@ -1079,7 +1076,7 @@ mod tests {
             v
         };
         let mut moved = false;
-        for k in 0..records.len() {
+        for (k, record) in records.iter().enumerate() {
             assert_eq!(
                 tuples(&plain, k),
                 tuples(&shuffled, k),
@@ -1087,7 +1084,7 @@ mod tests {
             );
             moved |= plain.actions[k * 40..(k + 1) * 40] != shuffled.actions[k * 40..(k + 1) * 40];
             // Each shuffled tuple is a real transition of the dynamics.
-            let goal = envs::darkroom::goal_of(records[k].task).unwrap();
+            let goal = envs::darkroom::goal_of(record.task).unwrap();
             for j in 0..40 {
                 let r = k * 40 + j;
                 let s = (

@@ -535,11 +535,13 @@ mod tests {
 
     #[test]
     fn hidden_state_is_carried_across_episodes_and_reset_between_trials() {
-        let mut cfg = Config::default();
-        cfg.env = envs::EnvConfig::DarkRoom(envs::DarkRoomConfig {
-            size: 10,
-            horizon: 5,
-        });
+        let mut cfg = Config {
+            env: envs::EnvConfig::DarkRoom(envs::DarkRoomConfig {
+                size: 10,
+                horizon: 5,
+            }),
+            ..Config::default()
+        };
         cfg.model.d_model = 16;
         cfg.model.heads = 2;
         cfg.sampler.threads = 1;

@@ -213,6 +213,7 @@ impl Default for DptConfig {
 }
 
 /// Shared checks of the supervised optimiser settings.
+#[allow(clippy::too_many_arguments)]
 fn check_supervised(
     p: &mut Problems,
     steps: u64,
@@ -460,7 +461,7 @@ impl Validate for Rl2Config {
         p.at_least("hidden", self.hidden as u64, 1);
         p.at_least("max_bad_updates", self.max_bad_updates as u64, 1);
         p.nest("ppo", self.ppo.validate());
-        if self.ppo.minibatches > 0 && self.num_envs % self.ppo.minibatches != 0 {
+        if self.ppo.minibatches > 0 && !self.num_envs.is_multiple_of(self.ppo.minibatches) {
             p.push(
                 "ppo.minibatches",
                 format!(
