@@ -21,6 +21,7 @@
 //!
 //! Threads: with `--jobs N > 1` every child gets `runtime.torch_threads` and `sampler.threads`
 //! of at most `cores / N` (a config's smaller value is kept), so the children share the cores.
+//! A resumed run keeps the threads it was started with (they are part of its `config.ron`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
