@@ -116,7 +116,9 @@ fn every_experiment_file_parses_and_resolves() {
         let exp = &loaded.experiment;
         assert!(exp.seeds.len() >= 3, "{}: at least 3 seeds", path.display());
         assert!(
-            !exp.budget.is_empty() || exp.variants.iter().all(|v| v.budget.is_some()),
+            exp.variants
+                .iter()
+                .all(|v| !exp.budget.is_empty() || !v.budget.is_empty()),
             "{}: a budget that fits the machine",
             path.display()
         );

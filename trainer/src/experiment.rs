@@ -9,7 +9,8 @@
 //! anything runs.
 //!
 //! Overrides of one run are applied in this order: `name` (`<experiment>.<variant>`), the
-//! budget, the variant's `set`, the sweep's extra `--set` arguments, then `seed`.
+//! experiment's budget, the variant's budget, the variant's `set`, the sweep's extra `--set`
+//! arguments, then `seed`.
 
 use std::path::{Path, PathBuf};
 
@@ -57,10 +58,11 @@ pub struct Variant {
     /// experiment's `base`: method comparisons give each method its own config.
     #[serde(default)]
     pub base: Option<PathBuf>,
-    /// Budget of this variant instead of the experiment's `budget` (methods whose budgets are
-    /// named by other fields).
+    /// More budget overrides for this variant, applied after the experiment's `budget`: for
+    /// method comparisons, whose methods name their budgets by different fields
+    /// (`method.total_steps`, `method.steps`, ...).
     #[serde(default)]
-    pub budget: Option<Vec<String>>,
+    pub budget: Vec<String>,
     /// `--set` overrides (`path.to.field=value`, value in RON syntax) that make this variant.
     #[serde(default)]
     pub set: Vec<String>,
@@ -195,12 +197,12 @@ pub fn load(path: &Path, extra: &[String]) -> anyhow::Result<LoadedExperiment> {
     let all_sets = experiment
         .budget
         .iter()
-        .chain(experiment.variants.iter().flat_map(|v| {
-            v.set
+        .chain(
+            experiment
+                .variants
                 .iter()
-                .chain(v.budget.iter().flatten())
-                .collect::<Vec<_>>()
-        }))
+                .flat_map(|v| v.set.iter().chain(v.budget.iter()).collect::<Vec<_>>()),
+        )
         .chain(extra.iter());
     for arg in all_sets {
         if matches!(override_path(arg), Some("seed" | "name")) {
@@ -247,12 +249,12 @@ pub fn load(path: &Path, extra: &[String]) -> anyhow::Result<LoadedExperiment> {
             ));
             continue;
         }
-        let budget = v.budget.as_ref().unwrap_or(&experiment.budget);
         let mut common = vec![format!(
             "name={:?}",
             format!("{}.{}", experiment.name, v.name)
         )];
-        common.extend(budget.iter().cloned());
+        common.extend(experiment.budget.iter().cloned());
+        common.extend(v.budget.iter().cloned());
         common.extend(v.set.iter().cloned());
         common.extend(extra.iter().cloned());
         for &seed in &experiment.seeds {
