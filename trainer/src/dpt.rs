@@ -42,7 +42,7 @@ use envs::{EnvConfig, ObsBatch, StepBatch};
 use sampler::{Policy, PolicyOutput, RolloutStorage, Sampler, SlotStreams};
 
 use crate::checkpoint::{self, Checkpoint, TensorGroup};
-use crate::config::{Config, DataConfig, DptConfig, OnlineContext};
+use crate::config::{Config, DataConfig, DptConfig, OnlineContext, StateEncoding};
 use crate::data::{self, Layout, Record, RecordView};
 use crate::eval::{self, EvalResult};
 use crate::logging::Logger;
@@ -263,13 +263,43 @@ impl ImageDpt {
     }
 }
 
-/// The DPT network: [`SequenceModel`] for vector observations, [`ImageDpt`] for images.
+/// The two network families.
 #[derive(Debug)]
-pub enum DptNet {
+enum DptKind {
     /// Vector observations.
     Vector(Box<SequenceModel>),
     /// Image (+ vector) observations.
     Image(Box<ImageDpt>),
+}
+
+/// The DPT network: [`SequenceModel`] for vector observations, [`ImageDpt`] for images;
+/// optionally with grid-world coordinates encoded one-hot per axis ([`StateEncoding`]).
+#[derive(Debug)]
+pub struct DptNet {
+    kind: DptKind,
+    /// Grid side when states `(x, y, rest..)` are one-hot encoded per axis.
+    grid: Option<i64>,
+}
+
+/// One-hot encodes the first two features (grid coordinates) of `x: [.., S]` per axis:
+/// `[.., 2 size + S - 2]`.
+fn grid_one_hot(x: &Tensor, size: i64) -> Tensor {
+    let s = x.size();
+    let d = s[s.len() - 1];
+    let axis = |i: i64| {
+        x.narrow(-1, i, 1)
+            .squeeze_dim(-1)
+            .round()
+            .clamp(0.0, (size - 1) as f64)
+            .to_kind(Kind::Int64)
+            .one_hot(size)
+            .to_kind(Kind::Float)
+    };
+    let mut parts = vec![axis(0), axis(1)];
+    if d > 2 {
+        parts.push(x.narrow(-1, 2, d - 2).to_kind(Kind::Float));
+    }
+    Tensor::cat(&parts, -1)
 }
 
 impl DptNet {
@@ -280,7 +310,36 @@ impl DptNet {
         cfg: &ModelConfig,
         env: &EnvConfig,
         context_len: usize,
+        encoding: StateEncoding,
     ) -> Result<Self> {
+        let grid = match (encoding, env) {
+            (StateEncoding::Raw, _) => None,
+            (StateEncoding::GridOneHot, EnvConfig::DarkRoom(c)) => Some(c.size),
+            (StateEncoding::GridOneHot, EnvConfig::DarkRoomAd(c)) => Some(c.size),
+            (StateEncoding::GridOneHot, EnvConfig::DarkRoomHard(c)) => Some(c.size),
+            (StateEncoding::GridOneHot, EnvConfig::KeyToDoor(c)) => Some(c.size),
+            (StateEncoding::GridOneHot, other) => {
+                return Err(crate::cli::UsageError(format!(
+                    "method.state_encoding: GridOneHot needs a grid world, got {}",
+                    other.name()
+                ))
+                .into())
+            }
+        };
+        let kind = Self::build(p, cfg, env, context_len, grid)?;
+        Ok(DptNet {
+            kind,
+            grid: grid.map(|g| g as i64),
+        })
+    }
+
+    fn build(
+        p: &nn::Path,
+        cfg: &ModelConfig,
+        env: &EnvConfig,
+        context_len: usize,
+        grid: Option<usize>,
+    ) -> Result<DptKind> {
         anyhow::ensure!(
             matches!(
                 cfg.positional,
@@ -298,16 +357,20 @@ impl DptNet {
         }
         let spec = env.spec();
         if spec.image.is_some() {
-            Ok(DptNet::Image(Box::new(ImageDpt::new(
+            Ok(DptKind::Image(Box::new(ImageDpt::new(
                 p,
                 cfg,
                 &sampler::obs_spec(&spec),
             )?)))
         } else {
-            Ok(DptNet::Vector(Box::new(SequenceModel::new(
+            let state_dim = match grid {
+                Some(size) => 2 * size + spec.vector_dim.saturating_sub(2),
+                None => spec.vector_dim,
+            };
+            Ok(DptKind::Vector(Box::new(SequenceModel::new(
                 p,
                 cfg,
-                spec.vector_dim,
+                state_dim,
                 spec.num_actions,
             )?)))
         }
@@ -315,16 +378,26 @@ impl DptNet {
 
     /// Logits `[B, T + 1, A]`: position j sees the query and the first j transitions.
     pub fn forward(&self, x: &DptBatch, train: bool) -> Result<Tensor> {
-        match self {
-            DptNet::Vector(m) => m.forward_dpt(
-                &x.query,
-                &x.states,
-                &x.actions,
-                &x.rewards,
-                &x.next_states,
-                train,
-            ),
-            DptNet::Image(m) => m.forward(x, train),
+        match &self.kind {
+            DptKind::Vector(m) => match self.grid {
+                Some(g) => m.forward_dpt(
+                    &grid_one_hot(&x.query, g),
+                    &grid_one_hot(&x.states, g),
+                    &x.actions,
+                    &x.rewards,
+                    &grid_one_hot(&x.next_states, g),
+                    train,
+                ),
+                None => m.forward_dpt(
+                    &x.query,
+                    &x.states,
+                    &x.actions,
+                    &x.rewards,
+                    &x.next_states,
+                    train,
+                ),
+            },
+            DptKind::Image(m) => m.forward(x, train),
         }
     }
 }
@@ -356,7 +429,13 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
     let dataset = data::ensure(&cfg.env, &dpt.data, &runs_dir(&run.dir))?;
     tch::manual_seed(cfg.seed as i64);
     let mut vs = VarStore::new(device);
-    let model = DptNet::new(&vs.root(), &cfg.model, &cfg.env, dpt.data.context_len)?;
+    let model = DptNet::new(
+        &vs.root(),
+        &cfg.model,
+        &cfg.env,
+        dpt.data.context_len,
+        dpt.state_encoding,
+    )?;
     let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-8, dpt.weight_decay);
     let mut state = TrainState::default();
     if let Some(ckpt) = run.resume_from.take() {
@@ -1008,7 +1087,13 @@ pub fn load_model(
     device: Device,
 ) -> Result<(VarStore, DptNet)> {
     let mut vs = VarStore::new(device);
-    let model = DptNet::new(&vs.root(), &cfg.model, &cfg.env, dpt.data.context_len)?;
+    let model = DptNet::new(
+        &vs.root(),
+        &cfg.model,
+        &cfg.env,
+        dpt.data.context_len,
+        dpt.state_encoding,
+    )?;
     checkpoint::load_into_varstore(&mut vs, ckpt, "")?;
     Ok((vs, model))
 }
@@ -1034,6 +1119,17 @@ mod tests {
         let got = dpt_loss(&logits, &labels).double_value(&[]);
         let want = (2.0 * 2f64.ln() + (4.0f64 / 3.0).ln() + 4f64.ln()) / 4.0;
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    #[test]
+    fn grid_coordinates_are_one_hot_per_axis() {
+        let x = Tensor::from_slice(&[2.0f32, 3.0, 1.0, 0.0, 0.0, 0.0]).view([2, 3]);
+        let got: Vec<f32> = Vec::try_from(grid_one_hot(&x, 4).reshape(-1)).unwrap();
+        let want = [
+            0., 0., 1., 0., 0., 0., 0., 1., 1., // (2, 3), key 1
+            1., 0., 0., 0., 1., 0., 0., 0., 0., // (0, 0), key 0
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]
@@ -1125,7 +1221,7 @@ mod tests {
             ..ModelConfig::default()
         };
         let vs = VarStore::new(Device::Cpu);
-        let model = DptNet::new(&vs.root(), &cfg, &env, 10).unwrap();
+        let model = DptNet::new(&vs.root(), &cfg, &env, 10, StateEncoding::Raw).unwrap();
         let data = DataConfig {
             samples_per_task: 1,
             context_len: 10,

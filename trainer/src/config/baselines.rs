@@ -154,6 +154,18 @@ pub enum OnlineContext {
     Trial,
 }
 
+/// How DPT feeds observation vectors to its transition tokens.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateEncoding {
+    /// The env's observation vector as is (DPT: raw `(x, y)` on Dark Room).
+    Raw,
+    /// Grid worlds: the coordinates `(x, y)` one-hot per axis (2 x size features; further
+    /// features, such as Key-to-Door's key flag, kept). A transition whose reward reveals the
+    /// goal then carries the goal's cell as a pattern that attention can copy without
+    /// blurring its coordinates.
+    GridOneHot,
+}
+
 /// DPT (Lee et al. 2023): supervised pretraining to predict the optimal action of a query
 /// state from an in-context dataset; cross-entropy at every context position.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -175,6 +187,8 @@ pub struct DptConfig {
     pub final_lr: f64,
     /// Global gradient-norm clip.
     pub max_grad_norm: f64,
+    /// How observation vectors enter the transition tokens.
+    pub state_encoding: StateEncoding,
     /// Shuffle the order of each context's transitions in every batch (the (s, a, r, s')
     /// tuples stay intact). DPT's contexts are unordered sets.
     pub shuffle_context: bool,
@@ -202,6 +216,7 @@ impl Default for DptConfig {
             warmup_steps: 0,
             final_lr: 1e-3,
             max_grad_norm: 1.0,
+            state_encoding: StateEncoding::Raw,
             shuffle_context: true,
             online_context: OnlineContext::PreviousEpisodes(1),
             offline_contexts_per_task: 5,

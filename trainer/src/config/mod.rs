@@ -13,7 +13,7 @@ pub mod schema;
 
 pub use baselines::{
     AdConfig, BanditAlgo, BanditBaselinesConfig, ContextKind, DataConfig, DptConfig, OnlineContext,
-    PpoCore, PpoTaskConfig, Rl2Config,
+    PpoCore, PpoTaskConfig, Rl2Config, StateEncoding,
 };
 
 pub use schema::{
