@@ -46,6 +46,7 @@ pub fn train(run: &mut run::Run) -> anyhow::Result<()> {
 
 /// `icrl eval`: evaluates a run's checkpoint with the in-context protocol (overrides from the
 /// command line), writes `eval/<step>.json` and its plot, and returns the JSON's path.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_run(
     run_dir: &Path,
     checkpoint_path: Option<&Path>,

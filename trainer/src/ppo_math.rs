@@ -102,8 +102,9 @@ pub struct PpoLossConfig {
     pub normalize_advantages: bool,
 }
 
-/// The clipped PPO loss. `logits` `[N, A]`, `actions` `[N]` i64, `old_logprob`, `advantages`,
+/// The clipped PPO loss (the tensors are named as in the PPO paper's objective). `logits` `[N, A]`, `actions` `[N]` i64, `old_logprob`, `advantages`,
 /// `returns`, `old_values`, `values` `[N]` f32.
+#[allow(clippy::too_many_arguments)]
 pub fn ppo_loss(
     cfg: &PpoLossConfig,
     logits: &Tensor,

@@ -239,11 +239,11 @@ impl Parser<'_> {
                 let start = self.pos;
                 self.pos += 1;
                 while let Some(b) = self.peek() {
-                    if b.is_ascii_alphanumeric() || b == b'.' || b == b'_' {
-                        self.pos += 1;
-                    } else if (b == b'-' || b == b'+')
-                        && matches!(self.src[self.pos - 1], b'e' | b'E')
-                    {
+                    // Digits, letters (hex, suffixes, exponents), `.`, `_`, and a sign right
+                    // after an exponent marker.
+                    let exponent_sign =
+                        (b == b'-' || b == b'+') && matches!(self.src[self.pos - 1], b'e' | b'E');
+                    if b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || exponent_sign {
                         self.pos += 1;
                     } else {
                         break;

@@ -194,7 +194,9 @@ impl Validate for PpoConfig {
         if self.total_steps == 0 {
             bad("total_steps", "must be at least 1".into());
         }
-        if self.updates_per_rollout > 0 && self.rollout_len % self.updates_per_rollout != 0 {
+        if self.updates_per_rollout > 0
+            && !self.rollout_len.is_multiple_of(self.updates_per_rollout)
+        {
             bad(
                 "updates_per_rollout",
                 format!(
@@ -203,7 +205,10 @@ impl Validate for PpoConfig {
                 ),
             );
         }
-        if self.minibatches > 0 && self.num_envs > 0 && self.num_envs % self.minibatches != 0 {
+        if self.minibatches > 0
+            && self.num_envs > 0
+            && !self.num_envs.is_multiple_of(self.minibatches)
+        {
             bad(
                 "minibatches",
                 format!(
