@@ -107,6 +107,10 @@ pub struct EvalArgs {
     /// sampled; the bandit comparison on bandits) instead of the online one.
     #[arg(long)]
     pub offline: bool,
+    /// With --offline: fixed contexts per held-out task (default: the config's
+    /// method.offline_contexts_per_task); the result is written as `<step>_c<N>.json`.
+    #[arg(long, requires = "offline")]
+    pub contexts: Option<usize>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
@@ -309,6 +313,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let path = crate::evaluate_run_offline(
                 &args.run_dir,
                 args.checkpoint.as_deref(),
+                args.contexts,
                 args.device.as_deref(),
             )?;
             println!("{}", path.display());

@@ -617,6 +617,10 @@ pub struct OfflineResult {
     pub tasks: usize,
     /// Fixed contexts (tasks x contexts per task).
     pub contexts: usize,
+    /// Contexts holding at least one rewarded transition (on Dark Room: the goal is in the
+    /// context; without one the model can only guess, which bounds the return).
+    #[serde(default)]
+    pub contexts_with_reward: usize,
     /// One-episode return acting greedily, over the contexts.
     pub greedy: MeanCi,
     /// One-episode return sampling from the model at temperature 1.
@@ -744,6 +748,10 @@ pub fn offline(run: &mut Run, model: &DptNet, dpt: &DptConfig, step: u64) -> Res
         context: format!("{:?}", dpt.data.context),
         tasks,
         contexts: records.len(),
+        contexts_with_reward: records
+            .iter()
+            .filter(|r| r.reward.iter().any(|&x| x > 0.0))
+            .count(),
         greedy: MeanCi::of(&greedy),
         sampled: MeanCi::of(&sampled),
         dataset: MeanCi::of(&dataset),
@@ -752,19 +760,27 @@ pub fn offline(run: &mut Run, model: &DptNet, dpt: &DptConfig, step: u64) -> Res
     };
     let dir = run.dir.join(OFFLINE_DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let path = dir.join(format!("{step:012}.json"));
+    // The configured evaluation is `<step>.json`; another number of contexts per task
+    // (`icrl eval --offline --contexts N`) is written beside it as `<step>_c<N>.json`.
+    let name = if matches!(&run.config.method, crate::config::Method::Dpt(c) if c == dpt) {
+        format!("{step:012}.json")
+    } else {
+        format!("{step:012}_c{}.json", dpt.offline_contexts_per_task)
+    };
+    let path = dir.join(name);
     crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(&result)?.as_bytes())?;
     run.logger
         .scalar("eval/offline_return_greedy", step, result.greedy.mean)?;
     run.logger
         .scalar("eval/offline_return_sampled", step, result.sampled.mean)?;
     eprintln!(
-        "offline at step {step}: greedy {:.1} +- {:.1}, sampled {:.1} +- {:.1} over {} contexts (dataset {:.1})",
+        "offline at step {step}: greedy {:.1} +- {:.1}, sampled {:.1} +- {:.1} over {} contexts ({} with a reward; dataset {:.1})",
         result.greedy.mean,
         result.greedy.ci95,
         result.sampled.mean,
         result.sampled.ci95,
         result.contexts,
+        result.contexts_with_reward,
         result.dataset.mean
     );
     Ok(path)

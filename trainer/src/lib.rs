@@ -126,6 +126,7 @@ pub fn evaluate_run(
 pub fn evaluate_run_offline(
     run_dir: &Path,
     checkpoint_path: Option<&Path>,
+    contexts_per_task: Option<usize>,
     device: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
     let mut run = run::Run::resume(run_dir, device)?;
@@ -142,7 +143,14 @@ pub fn evaluate_run_offline(
     match &cfg.method {
         Method::Dpt(dpt) => {
             let (_vs, model) = dpt::load_model(&cfg, dpt, &ckpt, run.device)?;
-            dpt::offline(&mut run, &model, dpt, ckpt.meta.step)
+            let mut dpt = dpt.clone();
+            if let Some(n) = contexts_per_task {
+                if n == 0 {
+                    return Err(cli::UsageError("--contexts must be >= 1".into()).into());
+                }
+                dpt.offline_contexts_per_task = n;
+            }
+            dpt::offline(&mut run, &model, &dpt, ckpt.meta.step)
         }
         _ => Err(cli::UsageError(format!(
             "--offline evaluates DPT runs; {} is a {} run",
