@@ -40,13 +40,6 @@ pub trait Policy {
         slots: Range<usize>,
     ) -> Result<PolicyOutput>;
 
-    /// Whether `act` reads `storage`. When it does not (e.g. [`RandomPolicy`]), the workers may
-    /// buffer a few steps and land them in storage in chunks, which is much cheaper for long
-    /// trials; either way the storage is complete when `collect` returns.
-    fn reads_storage(&self) -> bool {
-        true
-    }
-
     /// For a policy that draws each slot's action uniformly from that slot's own stream and
     /// reads nothing else (e.g. [`RandomPolicy`]): its number of actions and its streams
     /// (log-prob `-ln(num_actions)`, value 0). The sampler then lets every worker draw its own
@@ -55,6 +48,13 @@ pub trait Policy {
     fn uniform_streams(&mut self) -> Option<(u32, &mut SlotStreams)> {
         None
     }
+}
+
+/// The next 64 bits of the stream with key `key` (counter `c`, advanced).
+#[inline]
+fn advance(key: u64, c: &mut u64) -> u64 {
+    *c = c.wrapping_add(1);
+    mix64(key.wrapping_add(c.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
 }
 
 /// Per-slot random streams (SplitMix64 keyed by `(seed, slot)`), so draws for a slot do not
@@ -92,10 +92,7 @@ impl SlotStreams {
     #[inline]
     pub fn next_u64(&mut self, slot: usize) -> u64 {
         match (self.keys.get(slot), self.counters.get_mut(slot)) {
-            (Some(&k), Some(c)) => {
-                *c = c.wrapping_add(1);
-                mix64(k.wrapping_add(c.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
-            }
+            (Some(&k), Some(c)) => advance(k, c),
             _ => 0,
         }
     }
@@ -110,6 +107,16 @@ impl SlotStreams {
     #[inline]
     pub fn below(&mut self, slot: usize, n: u32) -> u32 {
         (((self.next_u64(slot) >> 32) * n as u64) >> 32) as u32
+    }
+
+    /// `out[i]` = a uniform integer in `0..n` (`n > 0`) from slot `i`'s stream, for slots
+    /// `0..out.len()` (as [`SlotStreams::below`] slot by slot; slots past `len()` get 0).
+    pub fn fill_below(&mut self, out: &mut [u32], n: u32) {
+        for ((o, &k), c) in out.iter_mut().zip(&self.keys).zip(&mut self.counters) {
+            *o = (((advance(k, c) >> 32) * n as u64) >> 32) as u32;
+        }
+        let filled = self.keys.len().min(out.len());
+        out[filled..].iter_mut().for_each(|o| *o = 0);
     }
 
     /// The streams of slots `range` (re-indexed from 0), for a worker that owns them.
@@ -203,10 +210,6 @@ impl Policy for RandomPolicy {
             logprob: vec![-(n as f32).ln(); k],
             value: vec![0.0; k],
         })
-    }
-
-    fn reads_storage(&self) -> bool {
-        false
     }
 
     fn uniform_streams(&mut self) -> Option<(u32, &mut SlotStreams)> {

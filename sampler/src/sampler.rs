@@ -593,16 +593,9 @@ impl Sampler {
                     }
                 }
             };
-            // Whatever happened, no command may still be in flight when we return, and every
-            // step taken must have landed in storage (unless an env fault ends everything).
+            // Whatever happened, no command may still be in flight when we return.
             let drained = self.drain(&mut stats);
-            let fatal = matches!(result, Err(SamplerError::EnvFault { .. })) || drained.is_err();
-            let flushed = if fatal {
-                Ok(())
-            } else {
-                self.flush_all(&target, &mut stats)
-            };
-            if let Err(e) = result.and(drained).and(flushed) {
+            if let Err(e) = result.and(drained) {
                 return Err(self.fail(e));
             }
         }
@@ -669,11 +662,9 @@ impl Sampler {
         c: usize,
         out: &Arc<PolicyOutput>,
         target: &Target,
-        land: bool,
         stats: &mut CollectStats,
     ) -> Result<(), SamplerError> {
         let (out_col, tok_col) = if target.staged { (0, 1) } else { (c, c + 1) };
-        let land = land || target.staged;
         let group_start = self.groups[g].start;
         for w in 0..self.workers.len() {
             self.send(
@@ -687,14 +678,13 @@ impl Sampler {
                     out_col,
                     tok_col,
                     step_col: c,
-                    land,
                 },
             );
         }
         if let Some(shard) = self.inline.as_mut() {
             let off = shard.slots().start - group_start;
             let r = shard.guarded(&format!("stepping at column {c}"), |s| {
-                s.step(out, off, &target.raw, out_col, tok_col, c, land)
+                s.step(out, off, &target.raw, out_col, tok_col, c)
             })?;
             let _ = stats.add_report(r);
         }
@@ -799,12 +789,11 @@ impl Sampler {
         steps: usize,
         stats: &mut CollectStats,
     ) -> Result<(), SamplerError> {
-        let land = policy.reads_storage();
         for _ in 0..steps {
             let c = self.col;
             let out = self.act(policy, storage, 0, c, stats)?;
             let t0 = Instant::now();
-            let stepped = self.dispatch(0, c, &out, target, land, stats);
+            let stepped = self.dispatch(0, c, &out, target, stats);
             let waited = self.wait_lane(0, stats);
             stats.env_seconds += t0.elapsed().as_secs_f64();
             stepped?;
@@ -827,15 +816,14 @@ impl Sampler {
         // From here until both halves are at the same column again, an error leaves them
         // apart: the trial must be restarted.
         self.needs_restart = true;
-        let land = policy.reads_storage();
         let c0 = self.col;
         let out0 = self.act(policy, storage, 0, c0, stats)?;
-        self.dispatch(0, c0, &out0, target, land, stats)?;
+        self.dispatch(0, c0, &out0, target, stats)?;
         for k in 0..steps {
             let c = c0 + k;
             // Infer on half 1 while the workers step half 0.
             let out1 = self.act(policy, storage, 1, c, stats)?;
-            self.dispatch(1, c, &out1, target, land, stats)?;
+            self.dispatch(1, c, &out1, target, stats)?;
             let t0 = Instant::now();
             let waited = self.wait_lane(0, stats);
             stats.env_seconds += t0.elapsed().as_secs_f64();
@@ -844,7 +832,7 @@ impl Sampler {
             if k + 1 < steps {
                 // Infer on half 0's next token while the workers step half 1.
                 let out0 = self.act(policy, storage, 0, c + 1, stats)?;
-                self.dispatch(0, c + 1, &out0, target, land, stats)?;
+                self.dispatch(0, c + 1, &out0, target, stats)?;
             }
             let t0 = Instant::now();
             let waited = self.wait_lane(1, stats);
@@ -856,28 +844,6 @@ impl Sampler {
         }
         self.needs_restart = false;
         Ok(())
-    }
-
-    /// Lands every shard's buffered steps in storage and waits for it.
-    fn flush_all(&mut self, target: &Target, stats: &mut CollectStats) -> Result<(), SamplerError> {
-        let t0 = Instant::now();
-        for w in 0..self.workers.len() {
-            self.send(w, START_LANE, Cmd::Flush { target: target.raw });
-        }
-        let mut first = None;
-        if let Some(shard) = self.inline.as_mut() {
-            if let Err(e) = shard.guarded("landing buffered steps", |s| s.flush(&target.raw)) {
-                first = Some(e);
-            }
-        }
-        if let Err(e) = self.wait_lane(START_LANE, stats) {
-            first.get_or_insert(e);
-        }
-        stats.env_seconds += t0.elapsed().as_secs_f64();
-        match first {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
     }
 
     /// Sends `cmd` to worker `w` on `lane`. A closed channel is noticed by `wait_lane`.

@@ -18,6 +18,10 @@ use tch::{Device, Kind, Tensor};
 /// refresh caches. Outcomes have `T` columns. Columns past `len` (tokens) or `len - 1`
 /// (outcomes) hold stale data from an earlier trial.
 ///
+/// Every tensor has the shape `[B, T(+1), ...]` but is a transposed view of time-major memory
+/// `[T(+1), B, ...]`: one step of all slots is one contiguous block, which is what the sampler
+/// writes every step (readers see ordinary strided tensors; `contiguous()` where needed).
+///
 /// The sampler writes rows of these tensors in place (from worker threads, through their
 /// memory when the storage is on the CPU), so while [`crate::Sampler::collect`] runs nobody
 /// else may touch them; replacing a field by a tensor of another shape, kind or layout makes
@@ -72,9 +76,9 @@ pub struct RolloutStorage {
     pub(crate) trial: u64,
 }
 
-/// Asks the kernel to back a large, not yet touched CPU tensor with transparent huge pages.
-/// The sampler writes one column of every row per step, i.e. one entry per row and field in a
-/// different 4 KiB page: with huge pages those writes stop missing the TLB. Purely advisory.
+/// Asks the kernel to back a large, not yet touched CPU tensor with transparent huge pages
+/// (fewer TLB misses when the trainer reads whole env rows across the time-major memory).
+/// Purely advisory.
 fn advise_huge_pages(x: &Tensor) {
     #[cfg(target_os = "linux")]
     {
@@ -164,15 +168,18 @@ impl RolloutStorage {
             );
         }
         let dims = |s: &[usize]| s.iter().map(|&d| d as i64).collect::<Vec<i64>>();
+        // `[B, C, ...]` as a view of zeroed time-major memory `[C, B, ...]`.
         let zeros = |s: &[usize], kind: Kind| -> Result<Tensor> {
-            let mut x = Tensor::f_empty(dims(s), (kind, device)).with_context(|| {
+            let mut time_major = s.to_vec();
+            time_major.swap(0, 1);
+            let mut x = Tensor::f_empty(dims(&time_major), (kind, device)).with_context(|| {
                 format!("rollout storage: allocating {kind:?} {s:?} on {device:?}")
             })?;
             if device == Device::Cpu {
                 advise_huge_pages(&x);
             }
             let _ = x.f_zero_()?;
-            Ok(x)
+            Ok(x.f_transpose(0, 1)?)
         };
         let image = match hw {
             Some((h, w)) => Some(zeros(&[b, t1, h, w, 3], Kind::Uint8)?),
@@ -431,8 +438,8 @@ impl RolloutStorage {
     }
 
     /// A raw, bounds-described view of the tensors' memory for the workers. Errors unless the
-    /// storage is on the CPU and every tensor still has its original shape, kind and a
-    /// contiguous layout. `&mut self` because the workers write through it.
+    /// storage is on the CPU and every tensor still has its original shape, kind and
+    /// time-major layout. `&mut self` because the workers write through it.
     pub(crate) fn raw(&mut self) -> Result<RawStorage> {
         ensure_invalid!(
             self.device == Device::Cpu,
@@ -486,7 +493,7 @@ impl RolloutStorage {
 }
 
 /// One field of the storage as raw memory: `rows x cols` entries of `inner` elements each,
-/// row-major and contiguous.
+/// laid out time-major: entry `(row, col)` starts at element `(col * rows + row) * inner`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RawField<T> {
     ptr: *mut T,
@@ -509,8 +516,8 @@ impl RawElement for i64 {}
 impl RawElement for u8 {}
 
 impl<T: RawElement> RawField<T> {
-    /// Validates `x` (CPU, `kind`, contiguous, `[rows, cols, inner...]` elements) and takes
-    /// its data pointer.
+    /// Validates `x` (CPU, `kind`, shape `[rows, cols, inner...]`, time-major strides) and
+    /// takes its data pointer.
     fn new(
         x: &Tensor,
         name: &str,
@@ -536,9 +543,19 @@ impl<T: RawElement> RawField<T> {
             lead_ok && numel == Some(x.numel() as i64),
             "rollout storage: {name} has shape {size:?}, expected [{rows}, {cols}, ..] with {inner} elements per entry"
         );
+        // Strides of the transposed view of contiguous `[cols, rows, inner...]` memory.
+        let mut expected: Vec<i64> = vec![0; size.len()];
+        let mut step = 1i64;
+        for d in (2..size.len()).rev() {
+            expected[d] = step;
+            step *= size[d];
+        }
+        expected[0] = step;
+        expected[1] = step * rows as i64;
         ensure_invalid!(
-            x.is_contiguous(),
-            "rollout storage: {name} is not contiguous"
+            x.stride() == expected || rows * cols * inner == 0,
+            "rollout storage: {name} has strides {:?}, expected the time-major layout {expected:?}",
+            x.stride()
         );
         let ptr = x.data_ptr() as *mut T;
         ensure_invalid!(
@@ -558,56 +575,25 @@ impl<T: RawElement> RawField<T> {
         rows.start <= rows.end && rows.end <= self.rows && col < self.cols && inner == self.inner
     }
 
-    /// Writes columns `[col0, col0 + count)` of rows `rows` from `src`, laid out time-major:
-    /// `src[(k * rows.len() + i) * inner + j]` is element `j` of row `rows.start + i`, column
-    /// `col0 + k`. Checks the bounds itself and writes nothing when they do not hold (returns
-    /// false).
+    /// The entries of rows `rows` in column `col`: one contiguous slice of
+    /// `rows.len() * inner` elements (the layout is time-major), or `None` when they do not
+    /// lie inside.
     ///
     /// # Safety
-    /// No other thread may access these entries concurrently, and the memory described by
-    /// this field must still be alive (the sampler guarantees both, see [`RawField`]).
-    pub(crate) unsafe fn write_block(
-        &self,
-        rows: &Range<usize>,
-        col0: usize,
-        count: usize,
-        src: &[T],
-    ) -> bool {
-        let n = rows.end.saturating_sub(rows.start);
+    /// No other thread may access these entries while the slice lives, and the memory
+    /// described by this field must still be alive (the sampler guarantees both, see
+    /// [`RawField`]).
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn column(&self, rows: &Range<usize>, col: usize) -> Option<&mut [T]> {
+        if !self.fits(rows, col, self.inner) {
+            return None;
+        }
         let inner = self.inner;
-        if count == 0 || n == 0 {
-            return true;
-        }
-        let Some(last) = col0.checked_add(count - 1) else {
-            return false;
-        };
-        if !self.fits(rows, last, inner) || src.len() < count * n * inner {
-            return false;
-        }
-        for i in 0..n {
-            let row = rows.start + i;
-            let dst = self.ptr.add((row * self.cols + col0) * inner);
-            if inner == 1 {
-                for k in 0..count {
-                    *dst.add(k) = *src.get_unchecked(k * n + i);
-                }
-            } else if inner <= 4 {
-                // Small entries (grid coordinates): element loops beat a memcpy call each.
-                for k in 0..count {
-                    let s = src.as_ptr().add((k * n + i) * inner);
-                    let d = dst.add(k * inner);
-                    for e in 0..inner {
-                        *d.add(e) = *s.add(e);
-                    }
-                }
-            } else {
-                for k in 0..count {
-                    let s = src.as_ptr().add((k * n + i) * inner);
-                    std::ptr::copy_nonoverlapping(s, dst.add(k * inner), inner);
-                }
-            }
-        }
-        true
+        let start = (col * self.rows + rows.start) * inner;
+        Some(std::slice::from_raw_parts_mut(
+            self.ptr.add(start),
+            (rows.end - rows.start) * inner,
+        ))
     }
 }
 

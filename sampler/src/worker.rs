@@ -11,6 +11,7 @@ use crate::SamplerError;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use envs::{EnvError, EnvSpec, ObsBatch, StepBatch, TaskId, VecEnv};
 use std::any::Any;
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,69 +87,6 @@ fn task_list(tasks: &[TaskId]) -> String {
     }
 }
 
-/// Most columns a shard buffers before it lands them in storage.
-const MAX_CHUNK: usize = 16;
-/// Largest buffer (bytes) a shard keeps for deferred columns; image envs get fewer columns.
-const CHUNK_BYTES: usize = 1 << 20;
-
-/// A shard's buffer of not yet landed columns, time-major (`[k][slot][inner]`).
-///
-/// Writing one column of `[B, T]` storage per step touches one cache line (and one page) per
-/// row and field, which for long trials costs several times an env step. The shard therefore
-/// collects up to `cap` consecutive columns here and lands them as runs of `count` contiguous
-/// entries per row and field.
-#[derive(Default)]
-struct ChunkBuf {
-    /// Columns this buffer holds at most.
-    cap: usize,
-    /// Columns held now.
-    count: usize,
-    /// Storage outcome column of buffer column 0 (token column: `tok0`).
-    out0: usize,
-    tok0: usize,
-    vector: Vec<f32>,
-    image: Vec<u8>,
-    prev_action: Vec<i64>,
-    prev_reward: Vec<f32>,
-    episode_index: Vec<i64>,
-    step_in_episode: Vec<i64>,
-    action: Vec<i64>,
-    logprob: Vec<f32>,
-    value: Vec<f32>,
-    reward: Vec<f32>,
-    terminated: Vec<u8>,
-    truncated: Vec<u8>,
-    success: Vec<u8>,
-    next_vector: Vec<f32>,
-    next_image: Vec<u8>,
-}
-
-impl ChunkBuf {
-    fn new(n: usize, v: usize, img: usize) -> Self {
-        // Bytes per slot and column: tokens + outcomes + next observation.
-        let per = 2 * (4 * v + img) + 8 * 4 + 4 * 4 + 3;
-        let cap = (CHUNK_BYTES / (per * n.max(1))).clamp(1, MAX_CHUNK);
-        let m = cap * n;
-        ChunkBuf {
-            cap,
-            vector: vec![0.0; m * v],
-            image: vec![0; m * img],
-            prev_action: vec![0; m],
-            prev_reward: vec![0.0; m],
-            episode_index: vec![0; m],
-            step_in_episode: vec![0; m],
-            action: vec![0; m],
-            logprob: vec![0.0; m],
-            value: vec![0.0; m],
-            reward: vec![0.0; m],
-            terminated: vec![0; m],
-            truncated: vec![0; m],
-            success: vec![0; m],
-            ..Default::default()
-        }
-    }
-}
-
 /// A block of env slots `[first, first + n)` with its trial bookkeeping.
 pub(crate) struct Shard {
     env: Box<dyn VecEnv>,
@@ -168,8 +106,6 @@ pub(crate) struct Shard {
     ret: Vec<f64>,
     /// Task per local slot (as set by the last start).
     tasks: Vec<TaskId>,
-    /// Columns not yet landed in storage.
-    buf: ChunkBuf,
     /// Set once the env panicked or failed: the shard is not used again.
     failed: bool,
 }
@@ -193,7 +129,6 @@ impl Shard {
             step: vec![0; n],
             ret: vec![0.0; n],
             tasks,
-            buf: ChunkBuf::new(n, spec.vector_dim, spec.image_bytes()),
             failed: false,
             env,
         }
@@ -300,7 +235,7 @@ impl Shard {
 
     /// Starts a trial: puts every slot on its task (`tasks` is indexed by global slot), starts
     /// a new episode and writes token column `col` of its rows (prev action/reward 0, episode 0,
-    /// step 0). Columns still buffered from an earlier trial are dropped.
+    /// step 0).
     pub(crate) fn start(
         &mut self,
         tasks: &[TaskId],
@@ -308,7 +243,6 @@ impl Shard {
         col: usize,
     ) -> Result<ShardReport, SamplerError> {
         let t0 = Instant::now();
-        self.buf.count = 0;
         let Some(mine) = tasks.get(self.first..self.first + self.n) else {
             return Err(SamplerError::Invalid(format!(
                 "start: {} tasks for a batch that has slot {}",
@@ -334,92 +268,30 @@ impl Shard {
         }
         self.check_obs(&self.obs, "observe")?;
         let t1 = Instant::now();
-        let rows = self.slots();
         self.episode.iter_mut().for_each(|x| *x = 0);
         self.step.iter_mut().for_each(|x| *x = 0);
         self.ret.iter_mut().for_each(|x| *x = 0.0);
-        let zeros_i = vec![0i64; self.n];
-        let zeros_f = vec![0f32; self.n];
+        let rows = self.slots();
         // SAFETY: this shard owns `rows`; the sampler keeps the memory alive (see RawField).
-        let ok = unsafe {
-            target.vector.write_block(&rows, col, 1, &self.obs.vector)
-                && target
-                    .image
-                    .as_ref()
-                    .is_none_or(|f| f.write_block(&rows, col, 1, &self.obs.image))
-                && target.prev_action.write_block(&rows, col, 1, &zeros_i)
-                && target.prev_reward.write_block(&rows, col, 1, &zeros_f)
-                && target.episode_index.write_block(&rows, col, 1, &zeros_i)
-                && target.step_in_episode.write_block(&rows, col, 1, &zeros_i)
-        };
-        if !ok {
+        let Some(tok) = (unsafe { TokenColumn::of(target, &rows, col) }) else {
             return Err(SamplerError::Invalid(format!(
                 "storage does not fit rows {rows:?}, token column {col}"
             )));
+        };
+        tok.vector.copy_from_slice(&self.obs.vector);
+        if let Some(img) = tok.image {
+            img.copy_from_slice(&self.obs.image);
         }
+        tok.prev_action.fill(0);
+        tok.prev_reward.fill(0.0);
+        tok.episode_index.fill(0);
+        tok.step_in_episode.fill(0);
         Ok(ShardReport {
             episodes: Vec::new(),
             env_secs: (t1 - t0).as_secs_f64(),
             write_secs: t1.elapsed().as_secs_f64(),
             streams: Vec::new(),
         })
-    }
-
-    /// Lands the buffered columns in `target`.
-    pub(crate) fn flush(&mut self, target: &RawStorage) -> Result<(), SamplerError> {
-        let count = self.buf.count;
-        if count == 0 {
-            return Ok(());
-        }
-        self.buf.count = 0;
-        let rows = self.slots();
-        let b = &self.buf;
-        let (o, t) = (b.out0, b.tok0);
-        // SAFETY: this shard owns `rows`; the sampler keeps the memory alive (see RawField);
-        // write_block checks the bounds.
-        let ok = unsafe {
-            target.vector.write_block(&rows, t, count, &b.vector)
-                && target
-                    .image
-                    .as_ref()
-                    .is_none_or(|f| f.write_block(&rows, t, count, &b.image))
-                && target
-                    .prev_action
-                    .write_block(&rows, t, count, &b.prev_action)
-                && target
-                    .prev_reward
-                    .write_block(&rows, t, count, &b.prev_reward)
-                && target
-                    .episode_index
-                    .write_block(&rows, t, count, &b.episode_index)
-                && target
-                    .step_in_episode
-                    .write_block(&rows, t, count, &b.step_in_episode)
-                && target.action.write_block(&rows, o, count, &b.action)
-                && target.logprob.write_block(&rows, o, count, &b.logprob)
-                && target.value.write_block(&rows, o, count, &b.value)
-                && target.reward.write_block(&rows, o, count, &b.reward)
-                && target
-                    .terminated
-                    .write_block(&rows, o, count, &b.terminated)
-                && target.truncated.write_block(&rows, o, count, &b.truncated)
-                && target.success.write_block(&rows, o, count, &b.success)
-                && target
-                    .next_vector
-                    .as_ref()
-                    .is_none_or(|f| f.write_block(&rows, o, count, &b.next_vector))
-                && target
-                    .next_image
-                    .as_ref()
-                    .is_none_or(|f| f.write_block(&rows, o, count, &b.next_image))
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(SamplerError::Invalid(format!(
-                "storage does not fit rows {rows:?}, columns {o}/{t} + {count}"
-            )))
-        }
     }
 
     /// `steps` steps from column `col0` with uniformly random actions drawn from `streams`
@@ -440,11 +312,9 @@ impl Shard {
         };
         let mut total = ShardReport::default();
         for s in 0..steps {
-            for (i, a) in out.actions.iter_mut().enumerate() {
-                *a = streams.below(i, num_actions);
-            }
+            streams.fill_below(&mut out.actions, num_actions);
             let c = col0 + s;
-            let r = self.step(&out, 0, target, c, c + 1, c, s + 1 == steps)?;
+            let r = self.step(&out, 0, target, c, c + 1, c)?;
             total.env_secs += r.env_secs;
             total.write_secs += r.write_secs;
             total.episodes.extend(r.episodes);
@@ -454,10 +324,9 @@ impl Shard {
 
     /// One step of every slot: actions (and log-probs, values) from `out` starting at index
     /// `off`; outcomes go to outcome column `out_col`, the next token to token column
-    /// `tok_col` of `target`; `step_col` is the storage column of this step (for episode
-    /// records). The columns are buffered and land in `target` when the buffer is full or
-    /// when `land` is set (then everything buffered lands).
-    #[allow(clippy::too_many_arguments)]
+    /// `tok_col` of `target`, written in place (each is one contiguous block of the
+    /// time-major storage); `step_col` is the storage column of this step (for episode
+    /// records).
     pub(crate) fn step(
         &mut self,
         out: &PolicyOutput,
@@ -466,7 +335,6 @@ impl Shard {
         out_col: usize,
         tok_col: usize,
         step_col: usize,
-        land: bool,
     ) -> Result<ShardReport, SamplerError> {
         let n = self.n;
         let (Some(actions), Some(logprob), Some(value)) = (
@@ -500,60 +368,71 @@ impl Shard {
         if next_obs {
             self.check_obs(&b.final_obs, "step (final observation)")?;
         }
-        // Columns must follow each other in the buffer; land what is there otherwise.
-        if self.buf.count > 0
-            && (out_col != self.buf.out0 + self.buf.count
-                || tok_col != self.buf.tok0 + self.buf.count)
-        {
-            self.flush(target)?;
-        }
+        let rows = self.slots();
+        // SAFETY: this shard owns `rows`; the sampler keeps the memory alive (see RawField).
+        let (Some(tok), Some(mut outc)) =
+            (unsafe { TokenColumn::of(target, &rows, tok_col) }, unsafe {
+                OutcomeColumn::of(target, &rows, out_col)
+            })
+        else {
+            return Err(SamplerError::Invalid(format!(
+                "storage does not fit rows {rows:?}, columns {out_col}/{tok_col}"
+            )));
+        };
         let b = &self.batch;
-        let buf = &mut self.buf;
-        if buf.count == 0 {
-            buf.out0 = out_col;
-            buf.tok0 = tok_col;
-        }
         let (v, img) = (self.vdim, self.img);
-        if next_obs && buf.next_vector.len() != buf.cap * n * v {
-            buf.next_vector.resize(buf.cap * n * v, 0.0);
-            buf.next_image.resize(buf.cap * n * img, 0);
-        }
-        let base = buf.count * n;
-        // The env's observations are already laid out [slot][inner]: one copy per column.
-        buf.vector[base * v..(base + n) * v].copy_from_slice(&b.obs.vector);
-        buf.image[base * img..(base + n) * img].copy_from_slice(&b.obs.image);
-        if next_obs {
-            buf.next_vector[base * v..(base + n) * v].copy_from_slice(&b.obs.vector);
-            buf.next_image[base * img..(base + n) * img].copy_from_slice(&b.obs.image);
-        }
         // Field by field (vectorisable copies), then the per-slot bookkeeping.
-        let col = base..base + n;
-        buf.logprob[col.clone()].copy_from_slice(logprob);
-        buf.value[col.clone()].copy_from_slice(value);
-        buf.reward[col.clone()].copy_from_slice(&b.reward);
-        for (d, &a) in buf.action[col.clone()].iter_mut().zip(actions) {
+        tok.vector.copy_from_slice(&b.obs.vector);
+        if let Some(dst) = tok.image {
+            dst.copy_from_slice(&b.obs.image);
+        }
+        outc.logprob.copy_from_slice(logprob);
+        outc.value.copy_from_slice(value);
+        outc.reward.copy_from_slice(&b.reward);
+        for (d, &a) in outc.action.iter_mut().zip(actions) {
             *d = a as i64;
         }
-        for (d, &x) in buf.terminated[col.clone()].iter_mut().zip(&b.terminated) {
+        for (d, &x) in outc.terminated.iter_mut().zip(&b.terminated) {
             *d = x as u8;
         }
-        for (d, &x) in buf.truncated[col.clone()].iter_mut().zip(&b.truncated) {
+        for (d, &x) in outc.truncated.iter_mut().zip(&b.truncated) {
             *d = x as u8;
         }
-        for (d, &x) in buf.success[col.clone()].iter_mut().zip(&b.success) {
+        for (d, &x) in outc.success.iter_mut().zip(&b.success) {
             *d = x as u8;
+        }
+        if let Some(dst) = outc.next_vector.as_deref_mut() {
+            dst.copy_from_slice(&b.obs.vector);
+        }
+        if let Some(dst) = outc.next_image.as_deref_mut() {
+            dst.copy_from_slice(&b.obs.image);
+        }
+        // Returns so far; episode ends are rare, so they get their own pass.
+        let mut any_done = false;
+        for (((ret, &r), &te), &tr) in self
+            .ret
+            .iter_mut()
+            .zip(&b.reward)
+            .zip(&b.terminated)
+            .zip(&b.truncated)
+        {
+            *ret += r as f64;
+            any_done |= te | tr;
         }
         let mut episodes = Vec::new();
-        for (i, &a) in actions.iter().enumerate() {
-            let j = base + i;
-            let r = b.reward[i];
-            self.ret[i] += r as f64;
-            if b.terminated[i] | b.truncated[i] {
+        if any_done {
+            for i in 0..n {
+                if !(b.terminated[i] | b.truncated[i]) {
+                    continue;
+                }
                 if next_obs {
-                    buf.next_vector[j * v..(j + 1) * v]
-                        .copy_from_slice(&b.final_obs.vector[i * v..(i + 1) * v]);
-                    buf.next_image[j * img..(j + 1) * img]
-                        .copy_from_slice(&b.final_obs.image[i * img..(i + 1) * img]);
+                    // The observation the step led to, before the auto-reset replaced it.
+                    if let Some(dst) = outc.next_vector_slot(i, v) {
+                        dst.copy_from_slice(&b.final_obs.vector[i * v..(i + 1) * v]);
+                    }
+                    if let Some(dst) = outc.next_image_slot(i, img) {
+                        dst.copy_from_slice(&b.final_obs.image[i * img..(i + 1) * img]);
+                    }
                 }
                 episodes.push(EpisodeStats {
                     slot: self.first + i,
@@ -565,29 +444,110 @@ impl Shard {
                     end_step: step_col,
                     terminated: b.terminated[i],
                 });
-                self.episode[i] += 1;
-                self.step[i] = 0;
                 self.ret[i] = 0.0;
-                buf.prev_action[j] = 0;
-                buf.prev_reward[j] = 0.0;
-            } else {
-                self.step[i] += 1;
-                buf.prev_action[j] = a as i64 + 1;
-                buf.prev_reward[j] = r;
             }
         }
-        buf.episode_index[col.clone()].copy_from_slice(&self.episode);
-        buf.step_in_episode[col].copy_from_slice(&self.step);
-        buf.count += 1;
-        if land || buf.count >= buf.cap {
-            self.flush(target)?;
+        // The next token: a new episode starts with prev action/reward 0 (branch-free).
+        for (i, (&a, &r)) in actions.iter().zip(&b.reward).enumerate().take(n) {
+            let done = b.terminated[i] | b.truncated[i];
+            tok.prev_action[i] = if done { 0 } else { a as i64 + 1 };
+            tok.prev_reward[i] = if done { 0.0 } else { r };
+            self.episode[i] += done as i64;
+            self.step[i] = if done { 0 } else { self.step[i] + 1 };
         }
+        tok.episode_index.copy_from_slice(&self.episode);
+        tok.step_in_episode.copy_from_slice(&self.step);
         Ok(ShardReport {
             episodes,
             env_secs: (t1 - t0).as_secs_f64(),
             write_secs: t1.elapsed().as_secs_f64(),
             streams: Vec::new(),
         })
+    }
+}
+
+/// One token column of a shard's rows, borrowed from the storage memory.
+struct TokenColumn<'a> {
+    vector: &'a mut [f32],
+    image: Option<&'a mut [u8]>,
+    prev_action: &'a mut [i64],
+    prev_reward: &'a mut [f32],
+    episode_index: &'a mut [i64],
+    step_in_episode: &'a mut [i64],
+}
+
+impl TokenColumn<'_> {
+    /// # Safety
+    /// As [`crate::storage::RawField::column`]: the caller owns `rows` and the memory lives.
+    unsafe fn of<'a>(
+        t: &'a RawStorage,
+        rows: &Range<usize>,
+        col: usize,
+    ) -> Option<TokenColumn<'a>> {
+        Some(TokenColumn {
+            vector: t.vector.column(rows, col)?,
+            image: match &t.image {
+                Some(f) => Some(f.column(rows, col)?),
+                None => None,
+            },
+            prev_action: t.prev_action.column(rows, col)?,
+            prev_reward: t.prev_reward.column(rows, col)?,
+            episode_index: t.episode_index.column(rows, col)?,
+            step_in_episode: t.step_in_episode.column(rows, col)?,
+        })
+    }
+}
+
+/// One outcome column of a shard's rows, borrowed from the storage memory.
+struct OutcomeColumn<'a> {
+    action: &'a mut [i64],
+    logprob: &'a mut [f32],
+    value: &'a mut [f32],
+    reward: &'a mut [f32],
+    terminated: &'a mut [u8],
+    truncated: &'a mut [u8],
+    success: &'a mut [u8],
+    next_vector: Option<&'a mut [f32]>,
+    next_image: Option<&'a mut [u8]>,
+}
+
+impl OutcomeColumn<'_> {
+    /// # Safety
+    /// As [`crate::storage::RawField::column`]: the caller owns `rows` and the memory lives.
+    unsafe fn of<'a>(
+        t: &'a RawStorage,
+        rows: &Range<usize>,
+        col: usize,
+    ) -> Option<OutcomeColumn<'a>> {
+        Some(OutcomeColumn {
+            action: t.action.column(rows, col)?,
+            logprob: t.logprob.column(rows, col)?,
+            value: t.value.column(rows, col)?,
+            reward: t.reward.column(rows, col)?,
+            terminated: t.terminated.column(rows, col)?,
+            truncated: t.truncated.column(rows, col)?,
+            success: t.success.column(rows, col)?,
+            next_vector: match &t.next_vector {
+                Some(f) => Some(f.column(rows, col)?),
+                None => None,
+            },
+            next_image: match &t.next_image {
+                Some(f) => Some(f.column(rows, col)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Slot `i`'s `v` elements of the next-observation vector.
+    fn next_vector_slot(&mut self, i: usize, v: usize) -> Option<&mut [f32]> {
+        self.next_vector.as_deref_mut()?.get_mut(i * v..(i + 1) * v)
+    }
+
+    /// Slot `i`'s `img` bytes of the next-observation image.
+    fn next_image_slot(&mut self, i: usize, img: usize) -> Option<&mut [u8]> {
+        self.next_image
+            .as_deref_mut()?
+            .get_mut(i * img..(i + 1) * img)
     }
 }
 
@@ -609,10 +569,7 @@ pub(crate) enum Cmd {
         out_col: usize,
         tok_col: usize,
         step_col: usize,
-        land: bool,
     },
-    /// Land every buffered column of the worker's shards ([`Shard::flush`]).
-    Flush { target: RawStorage },
     /// Run `steps` steps from column `col0` on all of the worker's shards with uniformly
     /// random actions from `streams` (one per shard, in shard order) ([`Shard::run_local`]).
     RunLocal {
@@ -677,19 +634,6 @@ pub(crate) fn run_cmd(
             }
             (START_LANE, Ok(total))
         }
-        Cmd::Flush { target } => {
-            let t0 = Instant::now();
-            for shard in shards.iter_mut() {
-                if let Err(e) = shard.guarded("landing buffered steps", |s| s.flush(&target)) {
-                    return (START_LANE, Err(e));
-                }
-            }
-            let report = ShardReport {
-                write_secs: t0.elapsed().as_secs_f64(),
-                ..ShardReport::default()
-            };
-            (START_LANE, Ok(report))
-        }
         Cmd::Step {
             group,
             out,
@@ -698,7 +642,6 @@ pub(crate) fn run_cmd(
             out_col,
             tok_col,
             step_col,
-            land,
         } => {
             let Some(shard) = shards.get_mut(group) else {
                 return (
@@ -710,7 +653,7 @@ pub(crate) fn run_cmd(
             };
             let off = shard.first.saturating_sub(group_start);
             let r = shard.guarded(&format!("stepping at column {step_col}"), |s| {
-                s.step(&out, off, &target, out_col, tok_col, step_col, land)
+                s.step(&out, off, &target, out_col, tok_col, step_col)
             });
             (group, r)
         }
