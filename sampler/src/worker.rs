@@ -448,12 +448,19 @@ impl Shard {
             }
         }
         // The next token: a new episode starts with prev action/reward 0 (branch-free).
-        for (i, (&a, &r)) in actions.iter().zip(&b.reward).enumerate().take(n) {
-            let done = b.terminated[i] | b.truncated[i];
-            tok.prev_action[i] = if done { 0 } else { a as i64 + 1 };
-            tok.prev_reward[i] = if done { 0.0 } else { r };
-            self.episode[i] += done as i64;
-            self.step[i] = if done { 0 } else { self.step[i] + 1 };
+        let slots = tok
+            .prev_action
+            .iter_mut()
+            .zip(tok.prev_reward.iter_mut())
+            .zip(self.episode.iter_mut().zip(self.step.iter_mut()))
+            .zip(actions.iter().zip(&b.reward))
+            .zip(b.terminated.iter().zip(&b.truncated));
+        for ((((pa, pr), (ep, st)), (&a, &r)), (&te, &tr)) in slots {
+            let done = te | tr;
+            *pa = if done { 0 } else { a as i64 + 1 };
+            *pr = if done { 0.0 } else { r };
+            *ep += done as i64;
+            *st = if done { 0 } else { *st + 1 };
         }
         tok.episode_index.copy_from_slice(&self.episode);
         tok.step_in_episode.copy_from_slice(&self.step);
