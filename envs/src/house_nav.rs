@@ -14,6 +14,10 @@
 //!   leftward along the start heading), like Habitat's episodic GPS sensor.
 //! - **Reward**: decrease in geodesic distance to the nearest target instance (approach cells,
 //!   see [`crate::house`]) - `slack_penalty` (0.001) per step, + `success_reward` (2) on success.
+//!   The navigation grid follows the motion ([`crate::nav`]), so a step changes the distance by
+//!   at most `forward_step` plus a resolution term: with the defaults, by less than
+//!   `forward_step` + [`NAV_RES`](crate::house::NAV_RES) = 0.5 m (about 0.4 m at most in
+//!   practice), which bounds the reward of every step that does not stop.
 //! - **Success**: the agent stops within `success_distance` (2 m, Euclidean, agent centre to the
 //!   instance footprint) of an instance of the target category that covers at least
 //!   `min_visible_pixels` pixels of the current frame (counted from the renderer's object-id
@@ -22,7 +26,10 @@
 //! The oracle follows the geodesic distance field: among the headings reachable by turning it
 //! picks the one whose forward step lowers the distance most, turns towards it (or walks), turns
 //! to face the nearest instance once the distance cannot drop further, and stops as soon as the
-//! success condition holds.
+//! success condition holds. It follows the oracle's variant of the distance
+//! ([`House::oracle_geodesic`]), which closes the few channels too narrow for an agent with 12
+//! fixed headings to walk along (a greedy walk into one gets stuck), and falls back to the
+//! reward's distance where that leaves it no way.
 
 use std::sync::Arc;
 
@@ -401,7 +408,17 @@ impl HouseRules {
             return STOP;
         }
         let p = [s.pose.x, s.pose.y];
-        let d0 = house.geodesic(s.target, p);
+        // The oracle's distance; the reward's where that leaves no way (the agent stands in a
+        // channel too narrow for it).
+        let oracle = house.oracle_geodesic(s.target, p).is_finite();
+        let geodesic = |q: [f32; 2]| {
+            if oracle {
+                house.oracle_geodesic(s.target, q)
+            } else {
+                house.geodesic(s.target, q)
+            }
+        };
+        let d0 = geodesic(p);
         let turn = self.cfg.turn_deg.to_radians();
         let k = ((std::f32::consts::TAU / turn).round() as usize).max(1);
         let mut best = (f32::INFINITY, 0usize);
@@ -414,7 +431,7 @@ impl HouseRules {
             if house.scene.collides(q, self.cfg.agent_radius) {
                 continue;
             }
-            let g = house.geodesic(s.target, q);
+            let g = geodesic(q);
             // Prefer fewer turns on (near) ties.
             let turns = j.min(k - j) as f32;
             if g + 1e-3 * turns < best.0 {

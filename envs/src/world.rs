@@ -78,6 +78,56 @@ pub fn dist_point_rect(p: [f32; 2], min: [f32; 2], max: [f32; 2]) -> f32 {
     (dx * dx + dy * dy).sqrt()
 }
 
+/// Euclidean distance from the segment `a -> b` to the rectangle `[min, max]` (0 when they
+/// meet): without meeting, the nearest pair is an end of the segment and the rectangle, or a
+/// corner of the rectangle and the segment.
+#[inline]
+pub fn dist_segment_rect(a: [f32; 2], b: [f32; 2], min: [f32; 2], max: [f32; 2]) -> f32 {
+    if segment_meets_box(a, b, min, max) {
+        return 0.0;
+    }
+    let ends = dist_point_rect(a, min, max).min(dist_point_rect(b, min, max));
+    [min, max, [min[0], max[1]], [max[0], min[1]]]
+        .iter()
+        .fold(ends, |d, &c| d.min(dist_point_segment(c, a, b)))
+}
+
+/// Whether the segment `a -> b` meets the closed box `[min, max]` (slab test).
+#[inline]
+fn segment_meets_box(a: [f32; 2], b: [f32; 2], min: [f32; 2], max: [f32; 2]) -> bool {
+    let (mut t0, mut t1) = (0.0f32, 1.0f32);
+    for k in 0..2 {
+        let d = b[k] - a[k];
+        if d == 0.0 {
+            if a[k] < min[k] || a[k] > max[k] {
+                return false;
+            }
+        } else {
+            let (u, v) = ((min[k] - a[k]) / d, (max[k] - a[k]) / d);
+            t0 = t0.max(u.min(v));
+            t1 = t1.min(u.max(v));
+            if t0 > t1 {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Euclidean distance from `p` to the segment `a -> b`.
+#[inline]
+pub fn dist_point_segment(p: [f32; 2], a: [f32; 2], b: [f32; 2]) -> f32 {
+    let d = [b[0] - a[0], b[1] - a[1]];
+    let len2 = d[0] * d[0] + d[1] * d[1];
+    let t = if len2 > 0.0 {
+        (((p[0] - a[0]) * d[0] + (p[1] - a[1]) * d[1]) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let (u, v) = (p[0] - a[0] - t * d[0], p[1] - a[1] - t * d[1]);
+    (u * u + v * v).sqrt()
+}
+
 /// A world: walls on a square-cell grid plus objects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scene {
@@ -191,6 +241,34 @@ impl Scene {
         self.disc_hits_wall(p, r) || self.objects.iter().any(|o| o.distance(p) < r)
     }
 
+    /// The smallest distance from the segment `a -> b` to a wall cell or an object footprint,
+    /// or `limit` when none is closer than `limit` (exact, not sampled; 0 for a segment that
+    /// touches one, or has a non-finite end).
+    pub fn segment_clearance(&self, a: [f32; 2], b: [f32; 2], limit: f32) -> f32 {
+        if !(a[0].is_finite() && a[1].is_finite() && b[0].is_finite() && b[1].is_finite()) {
+            return 0.0;
+        }
+        let lo = [a[0].min(b[0]) - limit, a[1].min(b[1]) - limit];
+        let hi = [a[0].max(b[0]) + limit, a[1].max(b[1]) + limit];
+        let (x0, y0) = self.cell_of(lo);
+        let (x1, y1) = self.cell_of(hi);
+        let mut best = limit;
+        for cy in y0..=y1 {
+            for cx in x0..=x1 {
+                if self.is_wall(cx, cy) {
+                    let (rmin, rmax) = self.cell_rect(cx, cy);
+                    best = best.min(dist_segment_rect(a, b, rmin, rmax));
+                }
+            }
+        }
+        for o in &self.objects {
+            if o.min[0] <= hi[0] && o.max[0] >= lo[0] && o.min[1] <= hi[1] && o.max[1] >= lo[1] {
+                best = best.min(dist_segment_rect(a, b, o.min, o.max));
+            }
+        }
+        best
+    }
+
     /// Whether the straight segment `a -> b` at floor level crosses a wall cell (sampled every
     /// quarter cell; for coarse line-of-sight tests, not for rendering).
     pub fn segment_hits_wall(&self, a: [f32; 2], b: [f32; 2]) -> bool {
@@ -225,6 +303,27 @@ mod tests {
         assert!(s.collides([f32::NAN, 2.0], 0.4));
         assert!(s.segment_hits_wall([2.0, 2.0], [2.0, 5.5]));
         assert!(!s.segment_hits_wall([2.0, 2.0], [4.5, 4.5]));
+        // Exact segment clearance: the object spans [3, 3.5]^2, the border walls [0, 1] and
+        // [5, 6] along each axis.
+        let cl = |a: [f32; 2], b: [f32; 2]| s.segment_clearance(a, b, 5.0);
+        // 1 m from the left and bottom walls.
+        assert!((cl([2.0, 2.0], [2.0, 4.0]) - 1.0).abs() < 1e-6);
+        // Touching the corner (3.5, 3.5).
+        assert_eq!(cl([2.5, 4.5], [4.5, 2.5]), 0.0);
+        // Through the object.
+        assert_eq!(cl([3.2, 2.0], [3.2, 4.0]), 0.0);
+        // Passing its corner (3, 3) at distance 0.6 / sqrt 2.
+        assert!((cl([2.4, 3.0], [3.0, 2.4]) - 0.6 / 2f32.sqrt()).abs() < 1e-5);
+        // Beside its edge x = 3 at distance 0.3.
+        assert!((cl([2.7, 2.0], [2.7, 4.5]) - 0.3).abs() < 1e-5);
+        // Only obstacles closer than the limit count.
+        assert_eq!(s.segment_clearance([2.7, 2.0], [2.7, 4.5], 0.25), 0.25);
+        assert_eq!(cl([f32::NAN, 2.0], [2.0, 2.0]), 0.0);
+        assert!((dist_point_segment([1.0, 1.0], [0.0, 0.0], [2.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!((dist_point_segment([3.0, 0.0], [0.0, 0.0], [2.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(
+            (dist_segment_rect([0.0, 2.0], [2.0, 2.0], [0.5, 0.0], [1.0, 1.5]) - 0.5).abs() < 1e-6
+        );
     }
 
     #[test]
