@@ -262,7 +262,9 @@ fn every_config_trains_evaluates_and_writes_its_files() {
             );
         }
 
-        // `icrl eval` on the finished run writes another curve (more episodes).
+        // `icrl eval` on the finished run writes another curve (more episodes, greedy) beside
+        // the training-time one, which stays as it was.
+        let trained_eval = std::fs::read(&evals[0]).unwrap();
         let result = icrl()
             .arg("eval")
             .arg(&dir)
@@ -279,6 +281,17 @@ fn every_config_trains_evaluates_and_writes_its_files() {
             "{name}: icrl eval curve"
         );
         assert_eq!(eval["greedy"], true);
+        assert_eq!(
+            std::fs::read(&evals[0]).unwrap(),
+            trained_eval,
+            "{name}: icrl eval --greedy replaced the training-time result"
+        );
+        let name_of = path.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            name_of.ends_with("_greedy_e3.json") || name_of.ends_with("_e3.json"),
+            "{name}: tagged file name {name_of}"
+        );
+        assert!(path.with_extension("png").is_file(), "{name}: tagged plot");
     }
 }
 

@@ -52,6 +52,10 @@ pub struct EvalResult {
     pub curve: Vec<CurvePoint>,
     /// Returns as `[trial][episode]`, trials ordered by task then trial, for reports.
     pub returns: Vec<Vec<f64>>,
+    /// Empty for the config's own protocol; otherwise what differs (`greedy_t10`, ...), which
+    /// also names the files and the TensorBoard section.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tag: String,
 }
 
 impl EvalResult {
@@ -203,20 +207,34 @@ pub fn summarise(
             .iter()
             .map(|r| r.iter().map(|x| x.0).collect())
             .collect(),
+        tag: cfg.tag.clone(),
     }
 }
 
-/// Writes `eval/<step>.json` and `eval/<step>.png` under `run_dir`; returns the JSON path.
+/// File stem of a result: `<step>` for the config's protocol, `<step>_<tag>` otherwise.
+fn file_stem(result: &EvalResult) -> String {
+    if result.tag.is_empty() {
+        format!("{:012}", result.step)
+    } else {
+        format!("{:012}_{}", result.step, result.tag)
+    }
+}
+
+/// Writes `eval/<step>.json` and `eval/<step>.png` under `run_dir` (`<step>_<tag>.*` for an
+/// evaluation off the config's protocol); returns the JSON path.
 pub fn write(run_dir: &Path, result: &EvalResult) -> Result<PathBuf> {
     let dir = run_dir.join(crate::run_dir::EVAL_DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let json = dir.join(format!("{:012}.json", result.step));
+    let stem = file_stem(result);
+    let json = dir.join(format!("{stem}.json"));
     crate::fsutil::write_atomic(&json, serde_json::to_string_pretty(result)?.as_bytes())?;
-    let series = vec![Series::from_curve(
-        &format!("{} (step {})", result.method, result.step),
-        &result.curve,
-    )];
-    let png = dir.join(format!("{:012}.png", result.step));
+    let label = if result.tag.is_empty() {
+        format!("{} (step {})", result.method, result.step)
+    } else {
+        format!("{} (step {}, {})", result.method, result.step, result.tag)
+    };
+    let series = vec![Series::from_curve(&label, &result.curve)];
+    let png = dir.join(format!("{stem}.png"));
     plot::curves(
         &png,
         &format!("{} on {}: in-context return", result.method, result.env),
@@ -229,34 +247,62 @@ pub fn write(run_dir: &Path, result: &EvalResult) -> Result<PathBuf> {
 }
 
 /// Logs the curve: `eval/return_ep<k>` (and `eval/success_ep<k>`) at the training step, the
-/// first and last episode's return, and the plot as an image.
+/// first and last episode's return, and the plot as an image. A tagged result logs under
+/// `eval_<tag>/` so that it never mixes with the training-time curve.
 pub fn log(logger: &mut dyn Logger, result: &EvalResult, png: Option<&Path>) -> Result<()> {
     let step = result.step;
+    let section = if result.tag.is_empty() {
+        "eval".to_string()
+    } else {
+        format!("eval_{}", result.tag)
+    };
     for p in &result.curve {
-        logger.scalar(&format!("eval/return_ep{:02}", p.episode), step, p.ret.mean)?;
+        logger.scalar(
+            &format!("{section}/return_ep{:02}", p.episode),
+            step,
+            p.ret.mean,
+        )?;
         if let Some(s) = p.success {
-            logger.scalar(&format!("eval/success_ep{:02}", p.episode), step, s.mean)?;
+            logger.scalar(
+                &format!("{section}/success_ep{:02}", p.episode),
+                step,
+                s.mean,
+            )?;
         }
     }
     if let (Some(first), Some(last)) = (result.curve.first(), result.curve.last()) {
-        logger.scalar("eval/return_first_episode", step, first.ret.mean)?;
-        logger.scalar("eval/return_last_episode", step, last.ret.mean)?;
+        logger.scalar(
+            &format!("{section}/return_first_episode"),
+            step,
+            first.ret.mean,
+        )?;
+        logger.scalar(
+            &format!("{section}/return_last_episode"),
+            step,
+            last.ret.mean,
+        )?;
     }
     if let Some(png) = png {
         if let Ok((rgb, h, w)) = plot::read_png_rgb(png) {
-            logger.image("eval/curve", step, &rgb, h, w)?;
+            logger.image(&format!("{section}/curve"), step, &rgb, h, w)?;
         }
     }
     Ok(())
 }
 
-/// The evaluation JSON files of a run, sorted by step.
+/// The evaluation JSON files of a run made with the config's own protocol (`<step>.json`,
+/// not the tagged ones of `icrl eval` with overrides), sorted by step.
 pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     let dir = run_dir.join(crate::run_dir::EVAL_DIR);
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .filter(|p| {
+                p.file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            })
             .collect(),
         Err(_) => Vec::new(),
     };

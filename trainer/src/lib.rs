@@ -81,6 +81,7 @@ pub fn evaluate_run(
     if context.is_some() {
         cfg.eval.context_window = context;
     }
+    cfg.eval.tag = eval_tag(&run.config.eval, &cfg.eval);
     if cfg.eval.episodes_per_trial == 0 || cfg.eval.trials_per_task == 0 || context == Some(0) {
         return Err(
             cli::UsageError("--episodes, --trials and --context must be >= 1".into()).into(),
@@ -118,6 +119,35 @@ pub fn evaluate_run(
         Method::PpoTask(c) => ppo_single_task::evaluate(&mut run, &cfg, c),
         Method::Ad(c) => ad::evaluate_checkpoint(&mut run, &cfg, c, &ckpt),
     }
+}
+
+/// What an `icrl eval` protocol changes from the config's (`greedy_t10_e40_train_ctx512`);
+/// empty when nothing does, so a plain `icrl eval` reproduces the training-time file.
+fn eval_tag(trained: &config::EvalConfig, now: &config::EvalConfig) -> String {
+    let mut parts = Vec::new();
+    if now.greedy != trained.greedy {
+        parts.push(if now.greedy {
+            "greedy".to_string()
+        } else {
+            "sampled".to_string()
+        });
+    }
+    if now.trials_per_task != trained.trials_per_task {
+        parts.push(format!("t{}", now.trials_per_task));
+    }
+    if now.episodes_per_trial != trained.episodes_per_trial {
+        parts.push(format!("e{}", now.episodes_per_trial));
+    }
+    if now.split != trained.split {
+        parts.push(format!("{:?}", now.split).to_lowercase());
+    }
+    if now.context_window != trained.context_window {
+        parts.push(match now.context_window {
+            Some(c) => format!("ctx{c}"),
+            None => "ctxtrained".to_string(),
+        });
+    }
+    parts.join("_")
 }
 
 /// `icrl eval --offline`: DPT's offline evaluation of a run's checkpoint (fixed contexts from

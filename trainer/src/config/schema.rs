@@ -295,6 +295,11 @@ pub struct EvalConfig {
     /// Tokens the policy's KV cache holds during evaluation (None = the trained context, the
     /// trial length). A trial running past it slides the window: the oldest tokens drop out.
     pub context_window: Option<usize>,
+    /// Runtime only (never in a config file): names an evaluation that departs from the
+    /// config's protocol (`icrl eval --greedy`, `--trials`, ...), so that its files
+    /// (`eval/<step>_<tag>.json`) sit beside the training-time ones instead of replacing them.
+    #[serde(skip)]
+    pub tag: String,
 }
 
 impl Default for EvalConfig {
@@ -307,6 +312,7 @@ impl Default for EvalConfig {
             episodes_per_trial: 10,
             greedy: false,
             context_window: None,
+            tag: String::new(),
         }
     }
 }
