@@ -2,7 +2,10 @@
 //! into a markdown table, CSV files and PNG plots of the in-context learning curves.
 //!
 //! Runs are grouped by variant: the variant named in a sweep's manifest, else the run's config
-//! `name`. Each run contributes its latest evaluation (`eval/<step>.json`, highest step).
+//! `name` — for runs outside a sweep only when their configs agree but for the seed (and
+//! logging, checkpointing, runtime); a run of another recipe under the same name gets its own
+//! group, `name (env)` or `name (env) #k`. Each run contributes its latest evaluation
+//! (`eval/<step>.json`, highest step).
 //!
 //! # Statistics
 //!
@@ -333,6 +336,12 @@ fn collect(inputs: &[PathBuf]) -> Result<Collected> {
             if !seen.insert(key) {
                 return;
             }
+            let mut record = record;
+            if recipe.is_none() {
+                // A run outside a sweep joins the group of its config name only as another seed
+                // of the same config; otherwise it gets a group of its own.
+                record.group = free_run_group(groups, &record);
+            }
             match groups.iter_mut().find(|g| g.name == record.group) {
                 Some(g) => g.runs.push(record),
                 None => groups.push(Group {
@@ -419,6 +428,37 @@ fn collect(inputs: &[PathBuf]) -> Result<Collected> {
         title,
         description,
     })
+}
+
+/// Whether two runs are seeds of one recipe: equal configs but for the seed and the fields
+/// that cannot change a result (logging, checkpointing, runtime threads and device).
+fn same_recipe(a: &Config, b: &Config) -> bool {
+    let neutral = |c: &Config| {
+        let mut c = c.clone();
+        c.seed = 0;
+        c.logging = Default::default();
+        c.checkpoint = Default::default();
+        c.runtime = Default::default();
+        c
+    };
+    config::differing_fields(&neutral(a), &neutral(b)).is_empty()
+}
+
+/// The group of a run outside a sweep: its config name, else `name (env)`, else
+/// `name (env) #k`, whichever first is free or holds seeds of the same recipe.
+fn free_run_group(groups: &[Group], record: &RunRecord) -> String {
+    let name = &record.config.name;
+    let mut candidates = std::iter::once(name.clone())
+        .chain(std::iter::once(format!("{name} ({})", record.eval.env)))
+        .chain((2..).map(|k| format!("{name} ({}) #{k}", record.eval.env)));
+    candidates
+        .find(
+            |candidate| match groups.iter().find(|g| &g.name == candidate) {
+                None => true,
+                Some(g) => g.recipe.is_none() && same_recipe(&g.runs[0].config, &record.config),
+            },
+        )
+        .unwrap_or_else(|| name.clone())
 }
 
 /// Mean over a run's trials of the return in episode `e` (0-based).
@@ -918,6 +958,39 @@ mod tests {
             wall_seconds: Some(10.0 + seed as f64),
             state: None,
         }
+    }
+
+    #[test]
+    fn runs_outside_a_sweep_pool_only_seeds_of_one_recipe() {
+        let first = record("x", 0, vec![vec![1.0, 2.0]]);
+        let name = first.config.name.clone();
+        let groups = vec![Group {
+            name: name.clone(),
+            runs: vec![first],
+            recipe: None,
+        }];
+        // Another seed of the same config (logging aside) joins the group.
+        let mut seed1 = record("x", 1, vec![vec![1.0, 2.0]]);
+        seed1.config.logging.progress = !seed1.config.logging.progress;
+        assert_eq!(free_run_group(&groups, &seed1), name);
+        // Another recipe under the same name gets its own group, named by env, then numbered.
+        let mut other = record("x", 0, vec![vec![1.0, 2.0]]);
+        other.config.eval.trials_per_task += 1;
+        let own = free_run_group(&groups, &other);
+        assert_eq!(own, format!("{name} (darkroom)"));
+        let mut more = groups.clone();
+        more.push(Group {
+            name: own,
+            runs: vec![other.clone()],
+            recipe: None,
+        });
+        let mut third = other.clone();
+        third.config.eval.trials_per_task += 1;
+        assert_eq!(
+            free_run_group(&more, &third),
+            format!("{name} (darkroom) #2")
+        );
+        assert_eq!(free_run_group(&more, &other), format!("{name} (darkroom)"));
     }
 
     #[test]
