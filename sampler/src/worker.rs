@@ -295,7 +295,7 @@ impl Shard {
     }
 
     /// `steps` steps from column `col0` with uniformly random actions drawn from `streams`
-    /// (this shard's slots, indexed from 0), everything landed at the end.
+    /// (this shard's slots, indexed from 0), each step written to `target` as it is taken.
     pub(crate) fn run_local(
         &mut self,
         steps: usize,

@@ -428,14 +428,7 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
     let device = run.device;
     let dataset = data::ensure(&cfg.env, &dpt.data, &runs_dir(&run.dir))?;
     tch::manual_seed(cfg.seed as i64);
-    let mut vs = VarStore::new(device);
-    let model = DptNet::new(
-        &vs.root(),
-        &cfg.model,
-        &cfg.env,
-        dpt.data.context_len,
-        dpt.state_encoding,
-    )?;
+    let (mut vs, model) = new_model(&cfg, dpt, device)?;
     let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-8, dpt.weight_decay);
     let mut state = TrainState::default();
     if let Some(ckpt) = run.resume_from.take() {
@@ -1102,7 +1095,14 @@ pub fn load_model(
     ckpt: &Checkpoint,
     device: Device,
 ) -> Result<(VarStore, DptNet)> {
-    let mut vs = VarStore::new(device);
+    let (mut vs, model) = new_model(cfg, dpt, device)?;
+    checkpoint::load_into_varstore(&mut vs, ckpt, "")?;
+    Ok((vs, model))
+}
+
+/// A freshly initialised DPT model for `cfg` on `device`, with its variables.
+fn new_model(cfg: &Config, dpt: &DptConfig, device: Device) -> Result<(VarStore, DptNet)> {
+    let vs = VarStore::new(device);
     let model = DptNet::new(
         &vs.root(),
         &cfg.model,
@@ -1110,7 +1110,6 @@ pub fn load_model(
         dpt.data.context_len,
         dpt.state_encoding,
     )?;
-    checkpoint::load_into_varstore(&mut vs, ckpt, "")?;
     Ok((vs, model))
 }
 
