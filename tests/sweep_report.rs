@@ -369,8 +369,9 @@ fn a_tiny_sweep_is_interrupted_resumed_and_reported() {
         let last = curve[curve.len() - 1]["ret"]["mean"].as_f64().unwrap();
         assert!((num(row, "first_return") - first).abs() < 1e-9);
         assert!((num(row, "last_return") - last).abs() < 1e-9);
-        assert_eq!(num(row, "env_steps"), eval["step"].as_f64().unwrap());
-        assert_eq!(num(row, "env_steps"), 1200.0);
+        assert_eq!(num(row, "trained"), eval["step"].as_f64().unwrap());
+        assert_eq!(row["trained_unit"], "env steps");
+        assert_eq!(num(row, "trained"), 1200.0);
         assert_eq!(row["state"], "done");
         per_variant
             .entry(row["variant"].clone())

@@ -293,8 +293,13 @@ pub fn log(logger: &mut dyn Logger, result: &EvalResult, png: Option<&Path>) -> 
 /// The evaluation JSON files of a run made with the config's own protocol (`<step>.json`,
 /// not the tagged ones of `icrl eval` with overrides), sorted by step.
 pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
-    let dir = run_dir.join(crate::run_dir::EVAL_DIR);
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+    Ok(list_steps(&run_dir.join(crate::run_dir::EVAL_DIR)))
+}
+
+/// The `<step>.json` files of `dir` (file stem all digits), sorted by step; none if `dir`
+/// does not exist. Also used for `offline/` and `bandit/`.
+pub fn list_steps(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
@@ -307,7 +312,7 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
         Err(_) => Vec::new(),
     };
     files.sort();
-    Ok(files)
+    files
 }
 
 /// Reads one evaluation JSON file.

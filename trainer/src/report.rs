@@ -20,10 +20,17 @@
 //!   (E = the episodes per trial; if runs of a group differ, the smallest E of the group);
 //! - *improvement*: episode E minus episode 1, per run (per trial for a single run);
 //! - *success*: success rate in episode E (envs that define success);
-//! - *env steps*: the training step of the evaluated policy, mean over runs;
+//! - *training*: the training step of the evaluated model, mean over runs, in the unit its
+//!   method counts: env steps (ReLIC, RL²), optimiser steps (DPT, AD), env steps on each
+//!   evaluated task (PPO from scratch);
+//! - *offline return* (DPT): the latest `offline/<step>.json`, greedy actions on the fixed
+//!   held-out contexts; over seeds, or over the contexts for a single run;
 //! - *wall time*: per run, the wall-clock seconds of the sweep's child processes (all
 //!   attempts), or for runs outside a sweep the span of the run's TensorBoard events (first to
 //!   last event, per event file, summed over files); mean over runs.
+//!
+//! Runs with a bandit comparison (`bandit/<step>.json`) get their own section and
+//! `bandit.csv`: every algorithm's offline suboptimality and online cumulative regret.
 //!
 //! Paper numbers come from a references file of ours ([`References`]); they are drawn as
 //! dashed lines, labelled as the paper's, and listed in their own section, never in our rows.
@@ -35,8 +42,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::bandit_baselines::{BanditReport, BANDIT_DIR};
 use crate::cli::UsageError;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Method};
+use crate::dpt::{OfflineResult, OFFLINE_DIR};
 use crate::eval::{self, EvalResult};
 use crate::plot::{self, Reference, Series};
 use crate::stats::MeanCi;
@@ -159,6 +168,10 @@ pub struct RunRecord {
     pub wall_seconds: Option<f64>,
     /// The sweep slot's state (`done`, `running`, `interrupted`, ...) for runs of a sweep.
     pub state: Option<String>,
+    /// The latest offline evaluation (`offline/<step>.json`, DPT), if any.
+    pub offline: Option<(PathBuf, OfflineResult)>,
+    /// The latest bandit comparison (`bandit/<step>.json`), if any.
+    pub bandit: Option<(PathBuf, BanditReport)>,
 }
 
 /// One group (variant) of runs.
@@ -195,8 +208,12 @@ pub struct Row {
     pub improvement: MeanCi,
     /// Success in episode E, where defined.
     pub success_last: Option<MeanCi>,
-    /// Env steps of the evaluated policies (mean over runs).
-    pub env_steps: f64,
+    /// Training step of the evaluated models (mean over runs), in `trained_unit`.
+    pub trained: f64,
+    /// What `trained` counts (see [`trained`]).
+    pub trained_unit: &'static str,
+    /// Offline return with greedy actions (DPT), when every run of the group has one.
+    pub offline_greedy: Option<MeanCi>,
     /// Wall seconds per run (mean over the runs that have it).
     pub wall_seconds: Option<f64>,
     /// In-context curve: (episode, return, success).
@@ -260,6 +277,21 @@ fn read_run(
     if result.curve.is_empty() || result.returns.is_empty() {
         return Err(format!("{}: empty evaluation", eval_path.display()));
     }
+    let latest = |sub: &str| eval::list_steps(&dir.join(sub)).pop();
+    let offline = match latest(OFFLINE_DIR) {
+        Some(p) => Some((
+            p.clone(),
+            read_json::<OfflineResult>(&p, "an offline evaluation")?,
+        )),
+        None => None,
+    };
+    let bandit = match latest(BANDIT_DIR) {
+        Some(p) => Some((
+            p.clone(),
+            read_json::<BanditReport>(&p, "a bandit comparison")?,
+        )),
+        None => None,
+    };
     Ok(RunRecord {
         group: group.map_or_else(|| config.name.clone(), str::to_string),
         dir: dir.to_path_buf(),
@@ -268,7 +300,27 @@ fn read_run(
         eval: result,
         wall_seconds: wall.or_else(|| wall_from_events(dir)),
         state,
+        offline,
+        bandit,
     })
+}
+
+/// Reads a JSON result file; the error says which file and what it should have been.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: not {what}: {e}", path.display()))
+}
+
+/// A run's training budget: the step of its evaluated model in the unit its method counts.
+/// PPO from scratch trains on each evaluated task, so its budget is the config's steps per task.
+pub fn trained(r: &RunRecord) -> (f64, &'static str) {
+    match &r.config.method {
+        Method::Relic(_) | Method::Rl2(_) => (r.eval.step as f64, "env steps"),
+        Method::Dpt(_) | Method::Ad(_) => (r.eval.step as f64, "optimiser steps"),
+        Method::PpoTask(p) => (p.steps_per_task as f64, "env steps per task"),
+        Method::BanditBaselines(_) => (0.0, "no training"),
+    }
 }
 
 /// What was collected from the inputs.
@@ -507,6 +559,17 @@ pub fn summarise(group: &Group) -> Row {
             .map(|p| (p.episode, p.ret, p.success))
             .collect();
     }
+    let offline_greedy = match runs
+        .iter()
+        .map(|r| r.offline.as_ref())
+        .collect::<Option<Vec<_>>>()
+    {
+        Some(o) if o.len() >= 2 => Some(MeanCi::of(
+            &o.iter().map(|(_, x)| x.greedy.mean).collect::<Vec<_>>(),
+        )),
+        Some(o) => o.first().map(|(_, x)| x.greedy),
+        None => None,
+    };
     let walls: Vec<f64> = runs.iter().filter_map(|r| r.wall_seconds).collect();
     let mut differing = Vec::new();
     for r in &runs[1..] {
@@ -531,7 +594,9 @@ pub fn summarise(group: &Group) -> Row {
         last: last_ci,
         improvement: impr_ci,
         success_last: succ_ci,
-        env_steps: runs.iter().map(|r| r.eval.step as f64).sum::<f64>() / runs.len() as f64,
+        trained: runs.iter().map(|r| trained(r).0).sum::<f64>() / runs.len() as f64,
+        trained_unit: trained(&runs[0]).1,
+        offline_greedy,
         wall_seconds: (!walls.is_empty()).then(|| walls.iter().sum::<f64>() / walls.len() as f64),
         curve,
         differing,
@@ -704,13 +769,13 @@ pub fn report(options: &ReportOptions) -> Result<Written> {
 
     // CSV: the table, the curves and every run.
     let mut csv = String::from(
-        "variant,env,method,runs,seeds,ci_over,episodes,first_mean,first_ci95,last_mean,last_ci95,improvement_mean,improvement_ci95,success_last_mean,success_last_ci95,env_steps_mean,wall_seconds_mean\n",
+        "variant,env,method,runs,seeds,ci_over,episodes,first_mean,first_ci95,last_mean,last_ci95,improvement_mean,improvement_ci95,success_last_mean,success_last_ci95,trained_mean,trained_unit,offline_greedy_mean,offline_greedy_ci95,wall_seconds_mean\n",
     );
     for r in &rows {
         let seeds: Vec<String> = r.seeds.iter().map(u64::to_string).collect();
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.variant),
             csv_field(&r.env),
             csv_field(&r.method),
@@ -726,7 +791,10 @@ pub fn report(options: &ReportOptions) -> Result<Written> {
             r.improvement.ci95,
             opt_num(r.success_last.map(|s| s.mean)),
             opt_num(r.success_last.map(|s| s.ci95)),
-            r.env_steps,
+            r.trained,
+            r.trained_unit,
+            opt_num(r.offline_greedy.map(|s| s.mean)),
+            opt_num(r.offline_greedy.map(|s| s.ci95)),
             opt_num(r.wall_seconds),
         );
     }
@@ -751,32 +819,44 @@ pub fn report(options: &ReportOptions) -> Result<Written> {
     }
     write_file(&out.join("curves.csv"), &curves, &mut files)?;
     let mut runs_csv = String::from(
-        "variant,seed,run_dir,eval_json,env_steps,episodes,trials,first_return,last_return,success_last,wall_seconds,state\n",
+        "variant,seed,run_dir,eval_json,trained,trained_unit,episodes,trials,first_return,last_return,success_last,offline_greedy,offline_json,wall_seconds,state\n",
     );
     for g in &collected.groups {
         for r in &g.runs {
             let last = r.eval.curve.len() - 1;
+            let (steps, unit) = trained(r);
             let _ = writeln!(
                 runs_csv,
-                "{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&g.name),
                 r.config.seed,
                 csv_field(&r.dir.display().to_string()),
                 csv_field(&r.eval_path.display().to_string()),
-                r.eval.step,
+                steps,
+                unit,
                 r.eval.curve.len(),
                 r.eval.returns.len(),
                 r.eval.curve[0].ret.mean,
                 r.eval.curve[last].ret.mean,
                 opt_num(r.eval.curve[last].success.map(|s| s.mean)),
+                opt_num(r.offline.as_ref().map(|(_, o)| o.greedy.mean)),
+                csv_field(
+                    &r.offline
+                        .as_ref()
+                        .map_or(String::new(), |(p, _)| p.display().to_string())
+                ),
                 opt_num(r.wall_seconds),
                 r.state.as_deref().unwrap_or(""),
             );
         }
     }
     write_file(&out.join("runs.csv"), &runs_csv, &mut files)?;
+    let (bandit_md, bandit_csv) = bandit_tables(&collected.groups);
+    if !bandit_csv.is_empty() {
+        write_file(&out.join("bandit.csv"), &bandit_csv, &mut files)?;
+    }
 
-    let md = markdown(
+    let mut md = markdown(
         &collected,
         &rows,
         &plots,
@@ -784,6 +864,7 @@ pub fn report(options: &ReportOptions) -> Result<Written> {
         references_path.as_deref(),
         options,
     );
+    md.push_str(&bandit_md);
     write_file(&out.join("report.md"), &md, &mut files)?;
     Ok(Written {
         dir: out,
@@ -792,31 +873,148 @@ pub fn report(options: &ReportOptions) -> Result<Written> {
     })
 }
 
-/// The markdown table of the summary rows.
+/// The markdown table of the summary rows. Method and env get columns when the rows mix
+/// them; the offline return, when a row has one.
 pub fn table(rows: &[Row]) -> String {
-    let mut md = String::from(
-        "| variant | runs (seeds) | CI over | episode 1 return | last episode return | improvement | success (last episode) | env steps | wall time / run |\n|---|---|---|---|---|---|---|---|---|\n",
-    );
+    let mixed = rows
+        .iter()
+        .any(|r| (&r.method, &r.env) != (&rows[0].method, &rows[0].env));
+    let offline = rows.iter().any(|r| r.offline_greedy.is_some());
+    let mut head = vec!["variant"];
+    if mixed {
+        head.extend(["method", "env"]);
+    }
+    head.extend([
+        "runs (seeds)",
+        "CI over",
+        "episode 1 return",
+        "last episode return",
+        "improvement",
+        "success (last episode)",
+    ]);
+    if offline {
+        head.push("offline return (greedy)");
+    }
+    head.extend(["training", "wall time / run"]);
+    let mut md = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
     for r in rows {
         let seeds: Vec<String> = r.seeds.iter().map(u64::to_string).collect();
-        let _ = writeln!(
-            md,
-            "| {} | {} ({}) | {} (n={}) | {} | {} (ep {}) | {} | {} | {:.0} | {} |",
-            r.variant,
-            r.seeds.len(),
-            seeds.join(", "),
-            r.ci_over,
-            r.first.n,
+        let mut cells = vec![r.variant.clone()];
+        if mixed {
+            cells.extend([r.method.clone(), r.env.clone()]);
+        }
+        cells.extend([
+            format!("{} ({})", r.seeds.len(), seeds.join(", ")),
+            format!("{} (n={})", r.ci_over, r.first.n),
             pm(&r.first),
-            pm(&r.last),
-            r.episodes,
+            format!("{} (ep {})", pm(&r.last), r.episodes),
             pm(&r.improvement),
             r.success_last.as_ref().map_or("—".into(), pm),
-            r.env_steps,
+        ]);
+        if offline {
+            cells.push(r.offline_greedy.as_ref().map_or("—".into(), pm));
+        }
+        cells.extend([
+            format!("{} {}", thousands(r.trained), r.trained_unit),
             r.wall_seconds.map_or("—".into(), sweep::human_seconds),
-        );
+        ]);
+        let _ = writeln!(md, "| {} |", cells.join(" | "));
     }
     md
+}
+
+/// The bandit comparisons of the runs that have one: a markdown section (per run, every
+/// algorithm's offline suboptimality at each dataset size and its online regret at the last
+/// pull) and the CSV of every number; both empty when no run has one.
+fn bandit_tables(groups: &[Group]) -> (String, String) {
+    let mut md = String::new();
+    let mut csv = String::new();
+    for g in groups {
+        for r in &g.runs {
+            let Some((path, b)) = &r.bandit else { continue };
+            if csv.is_empty() {
+                csv.push_str("variant,seed,bandit_json,algorithm,kind,x,mean,ci95,n\n");
+                md.push_str(
+                    "\n## Bandits\n\nOffline: suboptimality of the arm each algorithm picks from a \
+                     fixed dataset of n pulls (best arm's mean minus the picked arm's). Online: \
+                     cumulative regret after t pulls. Mean ± 95% CI over the held-out bandits; \
+                     lower is better.\n",
+                );
+            }
+            let last_t = b.online_steps.last().copied().unwrap_or(0);
+            let _ = writeln!(
+                md,
+                "\n`{}` seed {} (`{}`): {} bandits, {} arms.\n",
+                g.name,
+                r.config.seed,
+                path.display(),
+                b.bandits,
+                b.arms
+            );
+            let mut head = vec!["algorithm".to_string()];
+            head.extend(b.offline_sizes.iter().map(|n| format!("offline n={n}")));
+            head.push(format!("online regret t={last_t}"));
+            let _ = writeln!(
+                md,
+                "| {} |\n|{}",
+                head.join(" | "),
+                "---|".repeat(head.len())
+            );
+            for a in &b.algorithms {
+                let mut cells = vec![a.name.clone()];
+                for k in 0..b.offline_sizes.len() {
+                    let v = a.offline_suboptimality.as_ref().and_then(|o| o.get(k));
+                    cells.push(v.map_or("—".into(), |m| format!("{:.3} ± {:.3}", m.mean, m.ci95)));
+                }
+                let online = a.online_regret.as_ref().and_then(|o| o.last());
+                cells.push(online.map_or("—".into(), pm));
+                let _ = writeln!(md, "| {} |", cells.join(" | "));
+                let series = [
+                    (
+                        "offline_suboptimality",
+                        &b.offline_sizes,
+                        &a.offline_suboptimality,
+                    ),
+                    ("online_regret", &b.online_steps, &a.online_regret),
+                ];
+                for (kind, xs, values) in series {
+                    for (x, m) in xs.iter().zip(values.iter().flatten()) {
+                        let _ = writeln!(
+                            csv,
+                            "{},{},{},{},{kind},{x},{},{},{}",
+                            csv_field(&g.name),
+                            r.config.seed,
+                            csv_field(&path.display().to_string()),
+                            csv_field(&a.name),
+                            m.mean,
+                            m.ci95,
+                            m.n
+                        );
+                    }
+                }
+            }
+        }
+    }
+    (md, csv)
+}
+
+/// `1234567.0` as `1,234,567` (rounded to an integer).
+fn thousands(x: f64) -> String {
+    if !x.is_finite() {
+        return "n/a".into();
+    }
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < -0.5 {
+        out.insert(0, '-');
+    }
+    out
 }
 
 fn markdown(
@@ -872,17 +1070,18 @@ fn markdown(
         }
         md.push('\n');
     }
-    md.push_str("## Runs\n\n| variant | seed | state | env steps | episode 1 | last episode | wall time | run folder | evaluation |\n|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("## Runs\n\n| variant | seed | state | training | episode 1 | last episode | wall time | run folder | evaluation |\n|---|---|---|---|---|---|---|---|---|\n");
     for g in &c.groups {
         for r in &g.runs {
             let last = r.eval.curve.len() - 1;
+            let (steps, unit) = trained(r);
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {:.2} | {:.2} | {} | `{}` | `{}` |",
+                "| {} | {} | {} | {} {unit} | {:.2} | {:.2} | {} | `{}` | `{}` |",
                 g.name,
                 r.config.seed,
                 r.state.as_deref().unwrap_or("—"),
-                r.eval.step,
+                thousands(steps),
                 r.eval.curve[0].ret.mean,
                 r.eval.curve[last].ret.mean,
                 r.wall_seconds.map_or("—".into(), sweep::human_seconds),
@@ -957,7 +1156,148 @@ mod tests {
             eval,
             wall_seconds: Some(10.0 + seed as f64),
             state: None,
+            offline: None,
+            bandit: None,
         }
+    }
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(3_506_176.0), "3,506,176");
+        assert_eq!(thousands(-12345.0), "-12,345");
+        assert_eq!(thousands(f64::NAN), "n/a");
+    }
+
+    fn offline(greedy: f64) -> OfflineResult {
+        let m = |mean| MeanCi {
+            mean,
+            ci95: 1.0,
+            n: 10,
+        };
+        OfflineResult {
+            step: 100,
+            env: "darkroom".into(),
+            context: "Uniform".into(),
+            tasks: 2,
+            contexts: 10,
+            contexts_with_reward: 5,
+            greedy: m(greedy),
+            sampled: m(greedy - 1.0),
+            dataset: m(1.0),
+            greedy_returns: vec![],
+            sampled_returns: vec![],
+        }
+    }
+
+    #[test]
+    fn table_shows_units_offline_returns_and_mixed_methods() {
+        let mut dpt = record("dpt", 0, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
+        dpt.config.method = Method::Dpt(Default::default());
+        dpt.offline = Some((PathBuf::from("o.json"), offline(40.0)));
+        let mut dpt1 = record("dpt", 1, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
+        dpt1.config.method = Method::Dpt(Default::default());
+        dpt1.offline = Some((PathBuf::from("o.json"), offline(50.0)));
+        dpt.eval.method = "dpt".into();
+        dpt1.eval.method = "dpt".into();
+        let relic = record("relic", 0, vec![vec![1.0, 5.0], vec![3.0, 7.0]]);
+        let groups = [
+            Group {
+                name: "dpt".into(),
+                runs: vec![dpt, dpt1],
+                recipe: None,
+            },
+            Group {
+                name: "relic".into(),
+                runs: vec![relic],
+                recipe: None,
+            },
+        ];
+        let rows: Vec<Row> = groups.iter().map(summarise).collect();
+        // Over the two seeds' greedy means: 45 with Student's t interval over 2 values.
+        let o = rows[0].offline_greedy.unwrap();
+        assert!((o.mean - 45.0).abs() < 1e-12);
+        assert!((o.ci95 - MeanCi::of(&[40.0, 50.0]).ci95).abs() < 1e-12);
+        assert_eq!(rows[0].trained_unit, "optimiser steps");
+        assert_eq!(rows[1].trained_unit, "env steps");
+        assert!(rows[1].offline_greedy.is_none());
+        let md = table(&rows);
+        let head = md.lines().next().unwrap();
+        assert!(
+            head.starts_with("| variant | method | env | runs (seeds)"),
+            "{md}"
+        );
+        assert!(head.contains("offline return (greedy)"), "{md}");
+        assert!(md.contains("| 100 optimiser steps |"), "{md}");
+        assert!(md.contains("| relic | relic | darkroom |"), "{md}");
+        // One method, no offline results: the narrow table.
+        let md = table(&rows[1..]);
+        assert!(md.starts_with("| variant | runs (seeds) |"), "{md}");
+        assert!(!md.contains("offline"), "{md}");
+    }
+
+    #[test]
+    fn bandit_section_lists_every_algorithm_and_number() {
+        let m = |mean| MeanCi {
+            mean,
+            ci95: 0.5,
+            n: 200,
+        };
+        let mut run = record("dpt", 0, vec![vec![1.0]]);
+        run.bandit = Some((
+            PathBuf::from("b.json"),
+            BanditReport {
+                step: 10,
+                bandits: 200,
+                arms: 5,
+                offline_sizes: vec![1, 10],
+                online_steps: vec![1, 50],
+                algorithms: vec![
+                    crate::bandit_baselines::AlgoResult {
+                        name: "DPT".into(),
+                        offline_suboptimality: Some(vec![m(0.3), m(0.1)]),
+                        online_regret: Some(vec![m(0.4), m(7.0)]),
+                    },
+                    crate::bandit_baselines::AlgoResult {
+                        name: "LCB".into(),
+                        offline_suboptimality: Some(vec![m(0.35), m(0.2)]),
+                        online_regret: None,
+                    },
+                ],
+            },
+        ));
+        let groups = [Group {
+            name: "dpt".into(),
+            runs: vec![run],
+            recipe: None,
+        }];
+        let (md, csv) = bandit_tables(&groups);
+        assert!(
+            md.contains("| algorithm | offline n=1 | offline n=10 | online regret t=50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| DPT | 0.300 ± 0.500 | 0.100 ± 0.500 | 7.00 ± 0.50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| LCB | 0.350 ± 0.500 | 0.200 ± 0.500 | — |"),
+            "{md}"
+        );
+        // 2 + 2 DPT numbers, 2 LCB numbers, and the header.
+        assert_eq!(csv.lines().count(), 7, "{csv}");
+        assert!(
+            csv.contains("dpt,0,b.json,DPT,online_regret,50,7,0.5,200"),
+            "{csv}"
+        );
+        let none = [Group {
+            name: "x".into(),
+            runs: vec![record("x", 0, vec![vec![1.0]])],
+            recipe: None,
+        }];
+        assert_eq!(bandit_tables(&none), (String::new(), String::new()));
     }
 
     #[test]
