@@ -32,15 +32,16 @@ pub struct RolloutStorage {
     pub vector: Tensor,
     /// `[B, T + 1, H, W, 3]` u8 RGB observation, when the environment renders one.
     pub image: Option<Tensor>,
-    /// `[B, T + 1]` i64: 0 at an episode start, else the previous action + 1.
+    /// `[B, T + 1]` i32: 0 at an episode start, else the previous action + 1.
     pub prev_action: Tensor,
     /// `[B, T + 1]` f32: the previous reward (0 at an episode start).
     pub prev_reward: Tensor,
-    /// `[B, T + 1]` i64: episode index within the trial (0, 1, ...).
+    /// `[B, T + 1]` i32: episode index within the trial (0, 1, ...).
     pub episode_index: Tensor,
-    /// `[B, T + 1]` i64: step within the episode (0 at its start).
+    /// `[B, T + 1]` i32: step within the episode (0 at its start).
     pub step_in_episode: Tensor,
-    /// `[B, T]` i64: the action taken at each step.
+    /// `[B, T]` i32: the action taken at each step (convert to i64 for `gather` /
+    /// `index_select`-style indexing).
     pub action: Tensor,
     /// `[B, T]` f32: the behaviour policy's log-probability of that action.
     pub logprob: Tensor,
@@ -152,6 +153,12 @@ impl RolloutStorage {
             rollout_len >= 1,
             "rollout storage: rollout_len must be at least 1"
         );
+        // The integer fields are i32: actions + 1, episode indices and steps must fit.
+        ensure_invalid!(
+            rollout_len < i32::MAX as usize && spec.num_actions < i32::MAX as usize,
+            "rollout storage: rollout_len {rollout_len} and num_actions {} must be below 2^31 - 1",
+            spec.num_actions
+        );
         let (b, t) = (num_envs, rollout_len);
         let t1 = t.saturating_add(1);
         let v = spec.vector_dim;
@@ -197,11 +204,11 @@ impl RolloutStorage {
         Ok(RolloutStorage {
             vector: zeros(&[b, t1, v], Kind::Float)?,
             image,
-            prev_action: zeros(&[b, t1], Kind::Int64)?,
+            prev_action: zeros(&[b, t1], Kind::Int)?,
             prev_reward: zeros(&[b, t1], Kind::Float)?,
-            episode_index: zeros(&[b, t1], Kind::Int64)?,
-            step_in_episode: zeros(&[b, t1], Kind::Int64)?,
-            action: zeros(&[b, t], Kind::Int64)?,
+            episode_index: zeros(&[b, t1], Kind::Int)?,
+            step_in_episode: zeros(&[b, t1], Kind::Int)?,
+            action: zeros(&[b, t], Kind::Int)?,
             logprob: zeros(&[b, t], Kind::Float)?,
             value: zeros(&[b, t], Kind::Float)?,
             reward: zeros(&[b, t], Kind::Float)?,
@@ -251,8 +258,9 @@ impl RolloutStorage {
         self.next_vector.is_some()
     }
 
-    /// [`agent::StepInputs`] for token columns `[start, end)` of every slot (views, no copy).
-    /// `end` is clamped to `T + 1` and `start` to `end`, so a bad range gives fewer (possibly
+    /// [`agent::StepInputs`] for token columns `[start, end)` of every slot: views of the
+    /// observations and previous rewards, i64 copies of the i32 integer fields (what the agent
+    /// expects). `end` is clamped to `T + 1` and `start` to `end`, so a bad range gives fewer (possibly
     /// zero) columns instead of a panic; use [`RolloutStorage::inputs_rows`] for a strict check.
     pub fn inputs(&self, start: usize, end: usize) -> StepInputs {
         let end = end.min(self.rollout_len + 1);
@@ -260,8 +268,8 @@ impl RolloutStorage {
         self.view(start, end, 0..self.num_envs)
     }
 
-    /// [`agent::StepInputs`] for token columns `[start, end)` of env rows `rows` (views, no
-    /// copy). Errors unless `start <= end <= T + 1` and `rows` lies in `0..B`.
+    /// [`agent::StepInputs`] for token columns `[start, end)` of env rows `rows` (as
+    /// [`RolloutStorage::inputs`]: views, integer fields as i64 copies). Errors unless `start <= end <= T + 1` and `rows` lies in `0..B`.
     pub fn inputs_rows(&self, start: usize, end: usize, rows: Range<usize>) -> Result<StepInputs> {
         ensure_invalid!(
             start <= end && end <= self.rollout_len + 1,
@@ -276,7 +284,8 @@ impl RolloutStorage {
         Ok(self.view(start, end, rows))
     }
 
-    /// Views of columns `[start, end)` and rows `rows`; the caller guarantees the ranges.
+    /// Columns `[start, end)` and rows `rows` (integer fields widened to i64); the caller
+    /// guarantees the ranges.
     fn view(&self, start: usize, end: usize, rows: Range<usize>) -> StepInputs {
         let (s, n) = (start as i64, (end - start) as i64);
         let (r0, nr) = (rows.start as i64, (rows.end - rows.start) as i64);
@@ -289,13 +298,14 @@ impl RolloutStorage {
                 x.narrow(0, r0, nr)
             }
         };
+        let int = |x: &Tensor| v(x).to_kind(Kind::Int64);
         StepInputs {
             vector: v(&self.vector),
             image: self.image.as_ref().map(v),
-            prev_action: v(&self.prev_action),
+            prev_action: int(&self.prev_action),
             prev_reward: v(&self.prev_reward),
-            episode_index: v(&self.episode_index),
-            step_in_episode: v(&self.step_in_episode),
+            episode_index: int(&self.episode_index),
+            step_in_episode: int(&self.step_in_episode),
         }
     }
 
@@ -349,9 +359,10 @@ impl RolloutStorage {
             .episode_index
             .f_narrow(1, 0, cols as i64)
             .and_then(|x| x.f_to_device(Device::Cpu))
+            .and_then(|x| x.f_to_kind(Kind::Int))
             .and_then(|x| x.f_contiguous())
             .context("rollout storage: reading episode_index")?;
-        let mut ep_host = vec![0i64; b * cols];
+        let mut ep_host = vec![0i32; b * cols];
         ep.f_copy_data(&mut ep_host, b * cols)
             .context("rollout storage: reading episode_index")?;
         for row in 0..b {
@@ -381,7 +392,7 @@ impl RolloutStorage {
             let mut new_ep = Vec::with_capacity(start);
             for (k, blk) in blocks.iter().enumerate() {
                 perm.extend(blk.clone().map(|c| c as i64));
-                new_ep.extend(std::iter::repeat_n(k as i64, blk.len()));
+                new_ep.extend(std::iter::repeat_n(k as i32, blk.len()));
             }
             self.permute_row(row, &perm, &new_ep)
                 .with_context(|| format!("rollout storage: shuffling episodes of row {row}"))?;
@@ -391,7 +402,7 @@ impl RolloutStorage {
 
     /// Rewrites columns `[0, perm.len())` of row `row` of every field: new column `j` takes old
     /// column `perm[j]`; `episode_index` gets `new_ep`.
-    fn permute_row(&mut self, row: usize, perm: &[i64], new_ep: &[i64]) -> Result<()> {
+    fn permute_row(&mut self, row: usize, perm: &[i64], new_ep: &[i32]) -> Result<()> {
         let n = perm.len() as i64;
         let idx = Tensor::from_slice(perm).f_to_device(self.device)?;
         for field in self.token_fields().into_iter().chain(self.outcome_fields()) {
@@ -455,12 +466,12 @@ impl RolloutStorage {
                 Some(x) => Some(RawField::new(x, "image", Kind::Uint8, b, tok, img)?),
                 None => None,
             },
-            prev_action: RawField::new(&self.prev_action, "prev_action", Kind::Int64, b, tok, 1)?,
+            prev_action: RawField::new(&self.prev_action, "prev_action", Kind::Int, b, tok, 1)?,
             prev_reward: RawField::new(&self.prev_reward, "prev_reward", Kind::Float, b, tok, 1)?,
             episode_index: RawField::new(
                 &self.episode_index,
                 "episode_index",
-                Kind::Int64,
+                Kind::Int,
                 b,
                 tok,
                 1,
@@ -468,12 +479,12 @@ impl RolloutStorage {
             step_in_episode: RawField::new(
                 &self.step_in_episode,
                 "step_in_episode",
-                Kind::Int64,
+                Kind::Int,
                 b,
                 tok,
                 1,
             )?,
-            action: RawField::new(&self.action, "action", Kind::Int64, b, t, 1)?,
+            action: RawField::new(&self.action, "action", Kind::Int, b, t, 1)?,
             logprob: RawField::new(&self.logprob, "logprob", Kind::Float, b, t, 1)?,
             value: RawField::new(&self.value, "value", Kind::Float, b, t, 1)?,
             reward: RawField::new(&self.reward, "reward", Kind::Float, b, t, 1)?,
@@ -512,7 +523,7 @@ unsafe impl<T> Sync for RawField<T> {}
 /// Element types the storage holds, with their libtorch kinds.
 pub(crate) trait RawElement: Copy {}
 impl RawElement for f32 {}
-impl RawElement for i64 {}
+impl RawElement for i32 {}
 impl RawElement for u8 {}
 
 impl<T: RawElement> RawField<T> {
@@ -602,11 +613,11 @@ impl<T: RawElement> RawField<T> {
 pub(crate) struct RawStorage {
     pub vector: RawField<f32>,
     pub image: Option<RawField<u8>>,
-    pub prev_action: RawField<i64>,
+    pub prev_action: RawField<i32>,
     pub prev_reward: RawField<f32>,
-    pub episode_index: RawField<i64>,
-    pub step_in_episode: RawField<i64>,
-    pub action: RawField<i64>,
+    pub episode_index: RawField<i32>,
+    pub step_in_episode: RawField<i32>,
+    pub action: RawField<i32>,
     pub logprob: RawField<f32>,
     pub value: RawField<f32>,
     pub reward: RawField<f32>,

@@ -99,9 +99,9 @@ pub(crate) struct Shard {
     batch: StepBatch,
     obs: ObsBatch,
     /// Episode index within the trial, per local slot.
-    episode: Vec<i64>,
+    episode: Vec<i32>,
     /// Step within the current episode, per local slot.
-    step: Vec<i64>,
+    step: Vec<i32>,
     /// Return of the current episode so far, per local slot.
     ret: Vec<f64>,
     /// Task per local slot (as set by the last start).
@@ -390,7 +390,7 @@ impl Shard {
         outc.value.copy_from_slice(value);
         outc.reward.copy_from_slice(&b.reward);
         for (d, &a) in outc.action.iter_mut().zip(actions) {
-            *d = a as i64;
+            *d = a as i32;
         }
         for (d, &x) in outc.terminated.iter_mut().zip(&b.terminated) {
             *d = x as u8;
@@ -457,9 +457,9 @@ impl Shard {
             .zip(b.terminated.iter().zip(&b.truncated));
         for ((((pa, pr), (ep, st)), (&a, &r)), (&te, &tr)) in slots {
             let done = te | tr;
-            *pa = if done { 0 } else { a as i64 + 1 };
+            *pa = if done { 0 } else { a as i32 + 1 };
             *pr = if done { 0.0 } else { r };
-            *ep += done as i64;
+            *ep += done as i32;
             *st = if done { 0 } else { *st + 1 };
         }
         tok.episode_index.copy_from_slice(&self.episode);
@@ -477,10 +477,10 @@ impl Shard {
 struct TokenColumn<'a> {
     vector: &'a mut [f32],
     image: Option<&'a mut [u8]>,
-    prev_action: &'a mut [i64],
+    prev_action: &'a mut [i32],
     prev_reward: &'a mut [f32],
-    episode_index: &'a mut [i64],
-    step_in_episode: &'a mut [i64],
+    episode_index: &'a mut [i32],
+    step_in_episode: &'a mut [i32],
 }
 
 impl TokenColumn<'_> {
@@ -507,7 +507,7 @@ impl TokenColumn<'_> {
 
 /// One outcome column of a shard's rows, borrowed from the storage memory.
 struct OutcomeColumn<'a> {
-    action: &'a mut [i64],
+    action: &'a mut [i32],
     logprob: &'a mut [f32],
     value: &'a mut [f32],
     reward: &'a mut [f32],

@@ -284,7 +284,11 @@ pub fn ppo_update(
     let returns = segment(returns);
     let old_values = values.narrow(1, loss_start as i64, seg);
     let old_logprob = storage.logprob.narrow(1, loss_start as i64, seg);
-    let actions = storage.action.narrow(1, loss_start as i64, seg);
+    // i32 in storage; the loss gathers with i64 indices.
+    let actions = storage
+        .action
+        .narrow(1, loss_start as i64, seg)
+        .to_kind(Kind::Int64);
 
     let mut m = UpdateMetrics {
         explained_variance: ppo_math::explained_variance(

@@ -337,7 +337,8 @@ pub fn ppo_update(
     };
     let (advantages, returns) = (to_t(adv), to_t(ret));
     let old_logprob = storage.logprob.narrow(1, 0, t as i64);
-    let actions = storage.action.narrow(1, 0, t as i64);
+    // i32 in storage; the loss gathers with i64 indices.
+    let actions = storage.action.narrow(1, 0, t as i64).to_kind(Kind::Int64);
     let loss_cfg = PpoLossConfig {
         clip: c.ppo.clip,
         value_clip: None,
