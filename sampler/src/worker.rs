@@ -447,23 +447,27 @@ impl Shard {
                 self.ret[i] = 0.0;
             }
         }
-        // The next token: a new episode starts with prev action/reward 0 (branch-free).
-        let slots = tok
-            .prev_action
-            .iter_mut()
-            .zip(tok.prev_reward.iter_mut())
-            .zip(self.episode.iter_mut().zip(self.step.iter_mut()))
-            .zip(actions.iter().zip(&b.reward))
-            .zip(b.terminated.iter().zip(&b.truncated));
-        for ((((pa, pr), (ep, st)), (&a, &r)), (&te, &tr)) in slots {
-            let done = te | tr;
-            *pa = if done { 0 } else { a as i32 + 1 };
-            *pr = if done { 0.0 } else { r };
-            *ep += done as i32;
-            *st = if done { 0 } else { *st + 1 };
+        // The next token: a new episode starts with prev action/reward 0. Branch-free on
+        // slices of one length, so the loop vectorises (`keep` is 1 unless the episode ended).
+        let (te, tr, rew, acts) = (
+            &b.terminated[..n],
+            &b.truncated[..n],
+            &b.reward[..n],
+            &actions[..n],
+        );
+        let (pa, pr) = (&mut tok.prev_action[..n], &mut tok.prev_reward[..n]);
+        let (ep_out, st_out) = (&mut tok.episode_index[..n], &mut tok.step_in_episode[..n]);
+        let (ep, st) = (&mut self.episode[..n], &mut self.step[..n]);
+        for i in 0..n {
+            let keep = i32::from(!(te[i] | tr[i]));
+            let mask = keep.wrapping_neg() as u32;
+            pa[i] = keep * (acts[i] as i32).wrapping_add(1);
+            pr[i] = f32::from_bits(rew[i].to_bits() & mask);
+            ep[i] += 1 - keep;
+            st[i] = st[i].wrapping_add(1) * keep;
+            ep_out[i] = ep[i];
+            st_out[i] = st[i];
         }
-        tok.episode_index.copy_from_slice(&self.episode);
-        tok.step_in_episode.copy_from_slice(&self.step);
         Ok(ShardReport {
             episodes,
             env_secs: (t1 - t0).as_secs_f64(),
