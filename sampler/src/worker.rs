@@ -304,17 +304,16 @@ impl Shard {
         streams: &mut SlotStreams,
         target: &RawStorage,
     ) -> Result<ShardReport, SamplerError> {
-        let n = self.n;
-        let mut out = PolicyOutput {
-            actions: vec![0; n],
-            logprob: vec![-(num_actions.max(1) as f32).ln(); n],
-            value: vec![0.0; n],
+        let mut actions = vec![0; self.n];
+        let lv = LogprobValue::Constant {
+            logprob: -(num_actions.max(1) as f32).ln(),
+            value: 0.0,
         };
         let mut total = ShardReport::default();
         for s in 0..steps {
-            streams.fill_below(&mut out.actions, num_actions);
+            streams.fill_below(&mut actions, num_actions);
             let c = col0 + s;
-            let r = self.step(&out, 0, target, c, c + 1, c)?;
+            let r = self.step_with(&actions, lv, target, c, c + 1, c)?;
             total.env_secs += r.env_secs;
             total.write_secs += r.write_secs;
             total.episodes.extend(r.episodes);
@@ -347,6 +346,29 @@ impl Shard {
                 self.slots()
             )));
         };
+        let lv = LogprobValue::PerSlot { logprob, value };
+        self.step_with(actions, lv, target, out_col, tok_col, step_col)
+    }
+
+    /// [`Shard::step`] with this shard's `actions` (one per slot) and their log-probs and
+    /// values `lv`.
+    fn step_with(
+        &mut self,
+        actions: &[u32],
+        lv: LogprobValue<'_>,
+        target: &RawStorage,
+        out_col: usize,
+        tok_col: usize,
+        step_col: usize,
+    ) -> Result<ShardReport, SamplerError> {
+        let n = self.n;
+        if actions.len() != n {
+            return Err(SamplerError::Invalid(format!(
+                "{} actions for slots {:?}",
+                actions.len(),
+                self.slots()
+            )));
+        }
         let t0 = Instant::now();
         if let Err(e) = self.env.step(actions, &mut self.batch) {
             return Err(self.env_fault(&e, &format!("step at column {step_col}")));
@@ -386,8 +408,7 @@ impl Shard {
         if let Some(dst) = tok.image {
             dst.copy_from_slice(&b.obs.image);
         }
-        outc.logprob.copy_from_slice(logprob);
-        outc.value.copy_from_slice(value);
+        lv.write(outc.logprob, outc.value);
         outc.reward.copy_from_slice(&b.reward);
         for (d, &a) in outc.action.iter_mut().zip(actions) {
             *d = a as i32;
@@ -474,6 +495,52 @@ impl Shard {
             write_secs: t1.elapsed().as_secs_f64(),
             streams: Vec::new(),
         })
+    }
+}
+
+/// The behaviour log-probabilities and values of one step of a shard's slots.
+#[derive(Debug, Clone, Copy)]
+enum LogprobValue<'a> {
+    /// One per slot.
+    PerSlot {
+        logprob: &'a [f32],
+        value: &'a [f32],
+    },
+    /// The same for every slot and step (the uniform random policy of [`Shard::run_local`]).
+    Constant { logprob: f32, value: f32 },
+}
+
+impl LogprobValue<'_> {
+    /// Writes them to a shard's rows of an outcome column (slices of the shard's length).
+    fn write(self, logprob: &mut [f32], value: &mut [f32]) {
+        match self {
+            LogprobValue::PerSlot {
+                logprob: l,
+                value: v,
+            } => {
+                logprob.copy_from_slice(l);
+                value.copy_from_slice(v);
+            }
+            LogprobValue::Constant {
+                logprob: l,
+                value: v,
+            } => {
+                fill_if_changed(logprob, l);
+                fill_if_changed(value, v);
+            }
+        }
+    }
+}
+
+/// Sets every element of `dst` to `x` unless all of them already hold exactly `x` (same
+/// bits). Storage reused for trial after trial of the random policy then costs a read of
+/// these columns instead of a write (no dirty cache lines to write back).
+fn fill_if_changed(dst: &mut [f32], x: f32) {
+    let bits = x.to_bits();
+    // Branch-free over the whole slice, so it vectorises.
+    let differ = dst.iter().fold(0u32, |acc, d| acc | (d.to_bits() ^ bits));
+    if differ != 0 {
+        dst.fill(x);
     }
 }
 
