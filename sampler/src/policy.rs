@@ -50,11 +50,15 @@ pub trait Policy {
     }
 }
 
-/// The next 64 bits of the stream with key `key` (counter `c`, advanced).
+/// The step between consecutive positions of a stream.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The next 64 bits of the stream with key `key` (counter `c`, advanced): `mix64` of its
+/// position `key + c * GOLDEN`.
 #[inline]
 fn advance(key: u64, c: &mut u64) -> u64 {
     *c = c.wrapping_add(1);
-    mix64(key.wrapping_add(c.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+    mix64(key.wrapping_add(c.wrapping_mul(GOLDEN)))
 }
 
 /// Per-slot random streams (SplitMix64 keyed by `(seed, slot)`), so draws for a slot do not
@@ -119,6 +123,19 @@ impl SlotStreams {
         out[filled..].iter_mut().for_each(|o| *o = 0);
     }
 
+    /// Draws for every slot, step after step: each [`UniformDraws::fill_below`] gives and
+    /// advances exactly what [`SlotStreams::fill_below`] would, but tracks each stream's
+    /// position by an addition instead of a multiplication per draw.
+    pub(crate) fn draws(&mut self) -> UniformDraws<'_> {
+        let pos = self
+            .keys
+            .iter()
+            .zip(&self.counters)
+            .map(|(&k, &c)| k.wrapping_add(c.wrapping_mul(GOLDEN)))
+            .collect();
+        UniformDraws { streams: self, pos }
+    }
+
     /// The streams of slots `range` (re-indexed from 0), for a worker that owns them.
     pub(crate) fn extract(&self, range: Range<usize>) -> SlotStreams {
         let r = range.start.min(self.len())..range.end.min(self.len());
@@ -152,6 +169,31 @@ impl SlotStreams {
         );
         self.counters.copy_from_slice(counters);
         Ok(())
+    }
+}
+
+/// Step-after-step draws from [`SlotStreams`] (see [`SlotStreams::draws`]); the streams'
+/// counters advance with every draw.
+pub(crate) struct UniformDraws<'a> {
+    streams: &'a mut SlotStreams,
+    /// Each stream's position `key + counter * GOLDEN`.
+    pos: Vec<u64>,
+}
+
+impl UniformDraws<'_> {
+    /// As [`SlotStreams::fill_below`].
+    pub(crate) fn fill_below(&mut self, out: &mut [u32], n: u32) {
+        let slots = out
+            .iter_mut()
+            .zip(&mut self.pos)
+            .zip(&mut self.streams.counters);
+        for ((o, p), c) in slots {
+            *c = c.wrapping_add(1);
+            *p = p.wrapping_add(GOLDEN);
+            *o = (((mix64(*p) >> 32) * n as u64) >> 32) as u32;
+        }
+        let filled = self.pos.len().min(out.len());
+        out[filled..].iter_mut().for_each(|o| *o = 0);
     }
 }
 
@@ -442,5 +484,33 @@ impl Policy for ModelPolicy<'_> {
             out.logprob.push(row[action]);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_match_fill_below_and_below() {
+        let mut a = SlotStreams::new(5, 9);
+        a.set_counters(&[0, 1, 2, 3, u64::MAX - 2, 7, 8, 1 << 40, 11])
+            .unwrap();
+        let (mut b, mut c) = (a.clone(), a.clone());
+        // Two buffers longer than the streams: slots past them get 0.
+        let (mut x, mut y) = (vec![9u32; 11], vec![9u32; 11]);
+        {
+            let mut draws = b.draws();
+            for step in 0..20 {
+                a.fill_below(&mut x, 7);
+                draws.fill_below(&mut y, 7);
+                assert_eq!(x, y, "step {step}");
+                let z: Vec<u32> = (0..9).map(|slot| c.below(slot, 7)).collect();
+                assert_eq!(&x[..9], &z[..], "step {step}");
+                assert_eq!(&x[9..], &[0, 0]);
+            }
+        }
+        assert_eq!(a.counters(), b.counters());
+        assert_eq!(a.counters(), c.counters());
     }
 }

@@ -310,8 +310,9 @@ impl Shard {
             value: 0.0,
         };
         let mut total = ShardReport::default();
+        let mut draws = streams.draws();
         for s in 0..steps {
-            streams.fill_below(&mut actions, num_actions);
+            draws.fill_below(&mut actions, num_actions);
             let c = col0 + s;
             let r = self.step_with(&actions, lv, target, c, c + 1, c)?;
             total.env_secs += r.env_secs;
