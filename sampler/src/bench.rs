@@ -1,6 +1,7 @@
 //! `icrl bench sampler`: env steps/s of the full sampling loop (policy, envs, storage) and,
 //! for comparison in the same run, `icrl bench env` (`envs::tools::bench`) at the same env
-//! count and threads (random actions, no policy, no storage).
+//! count and threads (random actions, no policy, no storage). The two alternate for
+//! `repeats` rounds; steps/s and the ratio are the medians of the rounds.
 
 use crate::config::{SamplerConfig, SamplerMode};
 use crate::policy::{obs_spec, ModelPolicy, Policy, RandomPolicy};
@@ -64,6 +65,10 @@ pub struct BenchSamplerOptions {
     pub seed: u64,
     /// Also time the bare envs (same slots and threads) for comparison.
     pub compare_env: bool,
+    /// Timed repetitions, each of `steps` steps per slot (and, with `compare_env`, one bare-env
+    /// timing right after it). On a shared or virtual machine one timing can be off by 30%
+    /// either way; the report gives every repetition and their medians.
+    pub repeats: usize,
 }
 
 impl Default for BenchSamplerOptions {
@@ -79,6 +84,7 @@ impl Default for BenchSamplerOptions {
             rollout_len: 1024,
             seed: 0,
             compare_env: true,
+            repeats: 5,
         }
     }
 }
@@ -108,10 +114,25 @@ fn run_steps(
     Ok(())
 }
 
+/// The median of `xs` (mean of the middle two for an even count; NaN when empty).
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// Runs the sampler benchmark; returns one JSON object (env steps/s and where the time goes).
 pub fn bench_sampler(opts: &BenchSamplerOptions) -> Result<serde_json::Value> {
     ensure_invalid!(opts.envs >= 1, "bench sampler: --envs must be at least 1");
     ensure_invalid!(opts.steps >= 1, "bench sampler: --steps must be at least 1");
+    ensure_invalid!(
+        opts.repeats >= 1,
+        "bench sampler: --repeats must be at least 1"
+    );
     ensure_invalid!(
         opts.rollout_len >= 1,
         "bench sampler: rollout_len must be at least 1"
@@ -156,21 +177,40 @@ pub fn bench_sampler(opts: &BenchSamplerOptions) -> Result<serde_json::Value> {
         opts.warmup_steps,
         &mut warm,
     )?;
+    // Sampler and bare envs alternate, so slow phases of the machine hit both alike.
     let mut total = CollectStats::default();
-    let t0 = Instant::now();
-    run_steps(
-        &mut sampler,
-        policy.as_mut(),
-        &mut storage,
-        &mut rng,
-        opts.steps,
-        &mut total,
-    )?;
-    let wall = t0.elapsed().as_secs_f64();
+    let (mut wall, mut runs, mut env_runs) = (0.0, Vec::new(), Vec::new());
+    for _ in 0..opts.repeats {
+        let mut this = CollectStats::default();
+        let t0 = Instant::now();
+        run_steps(
+            &mut sampler,
+            policy.as_mut(),
+            &mut storage,
+            &mut rng,
+            opts.steps,
+            &mut this,
+        )?;
+        let secs = t0.elapsed().as_secs_f64();
+        wall += secs;
+        runs.push(this.env_steps as f64 / secs.max(1e-12));
+        total.merge(&this);
+        if opts.compare_env {
+            // `icrl bench env` at the same env count and threads.
+            let r = envs::tools::bench(
+                &env,
+                opts.envs,
+                threads.min(opts.envs),
+                opts.steps * opts.envs,
+                opts.seed,
+            )?;
+            env_runs.push(r["steps_per_sec"].as_f64().unwrap_or(0.0));
+        }
+    }
     drop(policy);
     sampler.shutdown();
 
-    let sps = total.env_steps as f64 / wall.max(1e-12);
+    let sps = median(&runs);
     let share = |x: f64| x / wall.max(1e-12);
     let mut report = json!({
         "bench": "sampler",
@@ -180,6 +220,8 @@ pub fn bench_sampler(opts: &BenchSamplerOptions) -> Result<serde_json::Value> {
         "mode": match opts.mode { SamplerMode::Sync => "sync", SamplerMode::DoubleBuffered => "double" },
         "policy": match opts.policy { BenchPolicy::Random => "random", BenchPolicy::Model => "model" },
         "steps": opts.steps,
+        "repeats": opts.repeats,
+        "steps_per_sec_runs": runs,
         "rollout_len": opts.rollout_len,
         "env_steps": total.env_steps,
         "seconds": wall,
@@ -200,17 +242,27 @@ pub fn bench_sampler(opts: &BenchSamplerOptions) -> Result<serde_json::Value> {
         report["model"] = json!({"layers": mc.layers, "d_model": mc.d_model, "heads": mc.heads, "mlp_hidden": mc.mlp_hidden});
     }
     if opts.compare_env {
-        // `icrl bench env` at the same env count and threads, in this run.
-        let env_report = envs::tools::bench(
-            &env,
-            opts.envs,
-            threads.min(opts.envs),
-            opts.steps * opts.envs,
-            opts.seed,
-        )?;
-        let env_sps = env_report["steps_per_sec"].as_f64().unwrap_or(0.0);
-        report["env_only_steps_per_sec"] = json!(env_sps);
-        report["ratio_to_env_only"] = json!(sps / env_sps.max(1e-12));
+        let ratios: Vec<f64> = runs
+            .iter()
+            .zip(&env_runs)
+            .map(|(s, e)| s / e.max(1e-12))
+            .collect();
+        report["env_only_steps_per_sec"] = json!(median(&env_runs));
+        report["env_only_steps_per_sec_runs"] = json!(env_runs);
+        report["ratio_to_env_only"] = json!(median(&ratios));
+        report["ratio_to_env_only_runs"] = json!(ratios);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
 }

@@ -755,6 +755,24 @@ fn bench_reports_json() {
     let r = sampler::bench_sampler(&opts).unwrap();
     assert!(r["steps_per_sec"].as_f64().unwrap() > 0.0);
     assert!(r["env_only_steps_per_sec"].as_f64().unwrap() > 0.0);
+    // One timing per repeat; the reported ratio is the median of the per-repeat ratios.
+    let ratios: Vec<f64> = r["ratio_to_env_only_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(ratios.len(), opts.repeats);
+    assert_eq!(
+        r["steps_per_sec_runs"].as_array().unwrap().len(),
+        opts.repeats
+    );
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(
+        r["ratio_to_env_only"].as_f64().unwrap(),
+        sorted[sorted.len() / 2]
+    );
     let opts = sampler::BenchSamplerOptions {
         envs: 4,
         threads: 1,
@@ -764,6 +782,7 @@ fn bench_reports_json() {
         policy: sampler::BenchPolicy::Model,
         mode: SamplerMode::DoubleBuffered,
         compare_env: false,
+        repeats: 1,
         ..Default::default()
     };
     let r = sampler::bench_sampler(&opts).unwrap();

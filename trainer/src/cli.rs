@@ -193,6 +193,10 @@ pub enum BenchCommand {
         /// Trial length (storage and KV cache size).
         #[arg(long, default_value_t = 1024)]
         rollout_len: usize,
+        /// Timed rounds, sampler and bare envs alternating; the report gives each round and
+        /// the medians (one timing on a shared machine can be off by 30%).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -392,6 +396,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             policy,
             mode,
             rollout_len,
+            repeats,
             seed,
         }) => {
             envs::EnvConfig::from_name(&env)?;
@@ -408,6 +413,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     .parse()
                     .map_err(|_| bad("--mode: expected sync or double"))?,
                 rollout_len,
+                repeats,
                 seed,
                 ..sampler::BenchSamplerOptions::default()
             };
