@@ -61,6 +61,17 @@ fn advance(key: u64, c: &mut u64) -> u64 {
     mix64(key.wrapping_add(c.wrapping_mul(GOLDEN)))
 }
 
+/// A uniform integer in `0..n` from 64 random bits (multiply-shift of the high 32 bits).
+#[inline]
+fn scaled_below(bits: u64, n: u32) -> u32 {
+    (((bits >> 32) * n as u64) >> 32) as u32
+}
+
+/// The log-probability of each action under the uniform random policy over `n` actions.
+pub(crate) fn uniform_logprob(n: u32) -> f32 {
+    -(n.max(1) as f32).ln()
+}
+
 /// Per-slot random streams (SplitMix64 keyed by `(seed, slot)`), so draws for a slot do not
 /// depend on how the batch is split into calls. The counters are the whole state: save them
 /// with [`SlotStreams::counters`] and restore them for an exact resume.
@@ -110,22 +121,18 @@ impl SlotStreams {
     /// A uniform integer in `0..n` (`n > 0`) from `slot`'s stream (multiply-shift).
     #[inline]
     pub fn below(&mut self, slot: usize, n: u32) -> u32 {
-        (((self.next_u64(slot) >> 32) * n as u64) >> 32) as u32
+        scaled_below(self.next_u64(slot), n)
     }
 
     /// `out[i]` = a uniform integer in `0..n` (`n > 0`) from slot `i`'s stream, for slots
     /// `0..out.len()` (as [`SlotStreams::below`] slot by slot; slots past `len()` get 0).
     pub fn fill_below(&mut self, out: &mut [u32], n: u32) {
-        for ((o, &k), c) in out.iter_mut().zip(&self.keys).zip(&mut self.counters) {
-            *o = (((advance(k, c) >> 32) * n as u64) >> 32) as u32;
-        }
-        let filled = self.keys.len().min(out.len());
-        out[filled..].iter_mut().for_each(|o| *o = 0);
+        self.draws().fill_below(out, n);
     }
 
     /// Draws for every slot, step after step: each [`UniformDraws::fill_below`] gives and
-    /// advances exactly what [`SlotStreams::fill_below`] would, but tracks each stream's
-    /// position by an addition instead of a multiplication per draw.
+    /// advances exactly what [`SlotStreams::below`] would for each slot, but tracks each
+    /// stream's position by an addition instead of a multiplication per draw.
     pub(crate) fn draws(&mut self) -> UniformDraws<'_> {
         let pos = self
             .keys
@@ -190,7 +197,7 @@ impl UniformDraws<'_> {
         for ((o, p), c) in slots {
             *c = c.wrapping_add(1);
             *p = p.wrapping_add(GOLDEN);
-            *o = (((mix64(*p) >> 32) * n as u64) >> 32) as u32;
+            *o = scaled_below(mix64(*p), n);
         }
         let filled = self.pos.len().min(out.len());
         out[filled..].iter_mut().for_each(|o| *o = 0);
@@ -249,7 +256,7 @@ impl Policy for RandomPolicy {
         let k = slots.len();
         Ok(PolicyOutput {
             actions,
-            logprob: vec![-(n as f32).ln(); k],
+            logprob: vec![uniform_logprob(n); k],
             value: vec![0.0; k],
         })
     }

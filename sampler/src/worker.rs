@@ -4,7 +4,7 @@
 //! bookkeeping. Stepping a shard writes its rows of the step's columns straight into the
 //! storage memory ([`RawStorage`]); shards own disjoint rows, so workers never contend.
 
-use crate::policy::{PolicyOutput, SlotStreams};
+use crate::policy::{uniform_logprob, PolicyOutput, SlotStreams};
 use crate::sampler::EpisodeStats;
 use crate::storage::RawStorage;
 use crate::SamplerError;
@@ -306,7 +306,7 @@ impl Shard {
     ) -> Result<ShardReport, SamplerError> {
         let mut actions = vec![0; self.n];
         let lv = LogprobValue::Constant {
-            logprob: -(num_actions.max(1) as f32).ln(),
+            logprob: uniform_logprob(num_actions),
             value: 0.0,
         };
         let mut total = ShardReport::default();

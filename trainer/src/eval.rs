@@ -317,10 +317,7 @@ pub fn list_steps(dir: &Path) -> Vec<PathBuf> {
 
 /// Reads one evaluation JSON file.
 pub fn read(path: &Path) -> Result<EvalResult> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{}: not an evaluation result", path.display()))
+    crate::fsutil::read_json(path, "an evaluation result")
 }
 
 #[cfg(test)]

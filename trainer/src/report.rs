@@ -277,21 +277,8 @@ fn read_run(
     if result.curve.is_empty() || result.returns.is_empty() {
         return Err(format!("{}: empty evaluation", eval_path.display()));
     }
-    let latest = |sub: &str| eval::list_steps(&dir.join(sub)).pop();
-    let offline = match latest(OFFLINE_DIR) {
-        Some(p) => Some((
-            p.clone(),
-            read_json::<OfflineResult>(&p, "an offline evaluation")?,
-        )),
-        None => None,
-    };
-    let bandit = match latest(BANDIT_DIR) {
-        Some(p) => Some((
-            p.clone(),
-            read_json::<BanditReport>(&p, "a bandit comparison")?,
-        )),
-        None => None,
-    };
+    let offline = latest_json::<OfflineResult>(dir, OFFLINE_DIR, "an offline evaluation")?;
+    let bandit = latest_json::<BanditReport>(dir, BANDIT_DIR, "a bandit comparison")?;
     Ok(RunRecord {
         group: group.map_or_else(|| config.name.clone(), str::to_string),
         dir: dir.to_path_buf(),
@@ -305,11 +292,17 @@ fn read_run(
     })
 }
 
-/// Reads a JSON result file; the error says which file and what it should have been.
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: not {what}: {e}", path.display()))
+/// The highest-step `<step>.json` in `dir/sub` with its path, if there is one.
+fn latest_json<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    sub: &str,
+    what: &str,
+) -> Result<Option<(PathBuf, T)>, String> {
+    let Some(path) = eval::list_steps(&dir.join(sub)).pop() else {
+        return Ok(None);
+    };
+    let value = crate::fsutil::read_json(&path, what).map_err(|e| format!("{e:#}"))?;
+    Ok(Some((path, value)))
 }
 
 /// A run's training budget: the step of its evaluated model in the unit its method counts.

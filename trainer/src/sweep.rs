@@ -190,10 +190,7 @@ impl SlotStatus {
 
 /// Reads a sweep folder's manifest.
 pub fn read_manifest(sweep_dir: &Path) -> Result<Manifest> {
-    let path = sweep_dir.join(MANIFEST_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a sweep manifest", path.display()))
+    fsutil::read_json(&sweep_dir.join(MANIFEST_FILE), "a sweep manifest")
 }
 
 /// The run folder inside a sweep slot (the newest subfolder with a `config.ron`), if any.
