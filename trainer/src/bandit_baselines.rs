@@ -417,6 +417,7 @@ pub fn write(run: &mut Run, report: &BanditReport) -> Result<PathBuf> {
                     .zip(v)
                     .map(|(&n, m)| (n as f64, m.mean, m.ci95))
                     .collect(),
+                bounds: (0.0, f64::INFINITY),
             });
             if let Some(last) = v.last() {
                 run.logger.scalar(
@@ -435,6 +436,7 @@ pub fn write(run: &mut Run, report: &BanditReport) -> Result<PathBuf> {
                     .zip(v)
                     .map(|(&t, m)| (t as f64, m.mean, m.ci95))
                     .collect(),
+                bounds: (0.0, f64::INFINITY),
             });
             if let Some(last) = v.last() {
                 run.logger.scalar(

@@ -18,6 +18,9 @@ pub struct Series {
     pub label: String,
     /// (x, mean, ci95) points.
     pub points: Vec<(f64, f64, f64)>,
+    /// The range the quantity lives in (a rate: 0 to 1; a regret: 0 and up). The band is
+    /// clipped to it: mean +- ci of a success rate near 0 would otherwise draw below 0.
+    pub bounds: (f64, f64),
 }
 
 impl Series {
@@ -29,9 +32,18 @@ impl Series {
                 .iter()
                 .map(|p| (p.episode as f64, p.ret.mean, p.ret.ci95))
                 .collect(),
+            bounds: UNBOUNDED,
         }
     }
+
+    /// The band's (lower, upper) edge at a point, clipped to the bounds.
+    fn band(&self, y: f64, ci: f64) -> (f64, f64) {
+        ((y - ci).max(self.bounds.0), (y + ci).min(self.bounds.1))
+    }
 }
+
+/// Bounds of a quantity that can take any value.
+pub const UNBOUNDED: (f64, f64) = (f64::NEG_INFINITY, f64::INFINITY);
 
 /// A labelled horizontal reference line (e.g. a paper's number), drawn dashed.
 #[derive(Clone, Debug)]
@@ -103,10 +115,11 @@ fn draw(
     for s in series {
         for &(x, y, ci) in &s.points {
             if x.is_finite() && y.is_finite() {
+                let (lo, hi) = s.band(y, ci);
                 x_min = x_min.min(x);
                 x_max = x_max.max(x);
-                y_min = y_min.min(y - ci);
-                y_max = y_max.max(y + ci);
+                y_min = y_min.min(lo);
+                y_max = y_max.max(hi);
             }
         }
     }
@@ -134,12 +147,28 @@ fn draw(
             .y_label_area_size(60);
     }
     let mut chart = builder.build_cartesian_2d(x_min..x_max, y_lo..y_hi)?;
+    // Episodes, pulls and dataset sizes are counts: label whole numbers only, not "1.5".
+    let integer_x = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .all(|p| p.0.fract() == 0.0);
+    let whole_numbers = |x: &f64| {
+        if x.fract().abs() < 1e-9 {
+            format!("{}", x.round() as i64)
+        } else {
+            String::new()
+        }
+    };
     let mut mesh = chart.configure_mesh();
     mesh.light_line_style(RGBColor(235, 235, 235));
     if text {
         mesh.x_desc(x_label)
             .y_desc(y_label)
             .label_style(("sans-serif", 15));
+        if integer_x {
+            mesh.x_labels(((x_max - x_min) as usize + 1).clamp(2, 11))
+                .x_label_formatter(&whole_numbers);
+        }
     } else {
         mesh.disable_x_axis().disable_y_axis();
     }
@@ -147,8 +176,17 @@ fn draw(
 
     for (i, s) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let mut band: Vec<(f64, f64)> = s.points.iter().map(|&(x, y, ci)| (x, y + ci)).collect();
-        band.extend(s.points.iter().rev().map(|&(x, y, ci)| (x, y - ci)));
+        let mut band: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .map(|&(x, y, ci)| (x, s.band(y, ci).1))
+            .collect();
+        band.extend(
+            s.points
+                .iter()
+                .rev()
+                .map(|&(x, y, ci)| (x, s.band(y, ci).0)),
+        );
         chart.draw_series(std::iter::once(Polygon::new(
             band,
             colour.mix(0.18).filled(),
@@ -228,6 +266,7 @@ mod tests {
         let s = Series {
             label: "a".into(),
             points: (1..=10).map(|i| (i as f64, i as f64 * 5.0, 2.0)).collect(),
+            bounds: UNBOUNDED,
         };
         curves(
             &path,
@@ -245,5 +284,21 @@ mod tests {
         assert_eq!((h, w), (560, 900));
         let blue = rgb.chunks(3).filter(|p| p == &[31, 119, 180]).count();
         assert!(blue > 100, "the line is drawn ({blue} pixels)");
+    }
+
+    #[test]
+    fn band_is_clipped_to_the_bounds_of_a_rate() {
+        let s = Series {
+            label: "success".into(),
+            points: vec![],
+            bounds: (0.0, 1.0),
+        };
+        assert_eq!(s.band(0.25, 0.5), (0.0, 0.75));
+        assert_eq!(s.band(0.75, 0.5), (0.25, 1.0));
+        let free = Series {
+            bounds: UNBOUNDED,
+            ..s
+        };
+        assert_eq!(free.band(0.25, 0.5), (-0.25, 0.75));
     }
 }

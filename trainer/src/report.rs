@@ -713,6 +713,10 @@ pub fn report(options: &ReportOptions) -> Result<Written> {
                             (*e as f64, m.mean, m.ci95)
                         })
                         .collect(),
+                    bounds: match metric {
+                        Metric::Return => plot::UNBOUNDED,
+                        Metric::Success => (0.0, 1.0),
+                    },
                 })
                 .collect();
             if series.is_empty() {
