@@ -306,6 +306,10 @@ pub fn ppo_update(
         rows.shuffle(rng);
         for chunk in rows.chunks(per_minibatch) {
             let idx = Tensor::from_slice(chunk).to_device(device);
+            // Train mode draws depth dropout (ReLIC's regulariser) while the rollout's log-probs
+            // came from the full model: a minibatch that drops a layer has ratios far from 1
+            // even at lr -> 0, which shows as approx_kl ~0.03-0.2 and clipfrac ~0.1-0.25 (Dark
+            // Room, 2 layers). Set model.depth_dropout=0 to see the optimiser's own KL.
             let (logits, v) = model.forward(&inputs.select_rows(&idx), true)?;
             let pick = |x: &Tensor| x.index_select(0, &idx);
             let a = logits.size()[2];
@@ -591,6 +595,65 @@ mod tests {
         let fresh: Vec<f32> = Vec::try_from(v.select(1, 10).contiguous()).unwrap();
         for (a, b) in out.value.iter().zip(&fresh) {
             assert!((a - b).abs() < 1e-4, "{:?} vs {fresh:?}", out.value);
+        }
+    }
+
+    /// PPO's ratios start at 1 only if the training forward gives the log-probs the sampler
+    /// stored. Through a whole trial of partial updates (update, episode shuffle, cache
+    /// refresh, next segment), a zero-lr update on each new segment must see ratio 1
+    /// everywhere: approx_kl ~ 0 and no clipping.
+    #[test]
+    fn behaviour_log_probs_match_the_training_forward_in_every_segment() {
+        let (cfg, ppo) = tiny();
+        let spec = cfg.env.spec();
+        let vs = VarStore::new(tch::Device::Cpu);
+        let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec)).unwrap();
+        let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-5, 0.0);
+        let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, ppo.num_envs, 7).unwrap();
+        let mut storage =
+            RolloutStorage::new(&spec, ppo.num_envs, ppo.rollout_len, tch::Device::Cpu).unwrap();
+        sampler.start_trials(&[1, 2, 3, 4], &mut storage).unwrap();
+        let mut policy =
+            ModelPolicy::new(&model, &sampler.act_groups(), ppo.rollout_len, 7).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let (t_len, u) = (ppo.rollout_len, ppo.updates_per_rollout);
+        let mut update = |storage: &RolloutStorage, start, end, lr, rng: &mut ChaCha8Rng| {
+            ppo_update(
+                &model,
+                &mut opt,
+                storage,
+                &ppo,
+                &loss_cfg(&ppo),
+                Boundaries::Trial,
+                start,
+                end,
+                lr,
+                rng,
+            )
+            .unwrap()
+        };
+        for k in 1..=u {
+            let (start, end) = ppo_math::partial_update_range(k, u, t_len);
+            sampler
+                .collect(&mut policy, &mut storage, t_len / u)
+                .unwrap();
+            let check = update(&storage, start, end, 0.0, &mut rng);
+            assert!(
+                check.approx_kl.abs() < 1e-5 && check.clipfrac == 0.0,
+                "segment {k}: approx_kl {} clipfrac {}",
+                check.approx_kl,
+                check.clipfrac
+            );
+            let real = update(&storage, start, end, 1e-2, &mut rng);
+            assert!(
+                real.approx_kl > 0.0,
+                "segment {k}: the real update moved the policy"
+            );
+            if k < u {
+                storage.shuffle_completed_episodes(&mut rng).unwrap();
+                let _guard = tch::no_grad_guard();
+                policy.refresh(&storage, end, 3).unwrap();
+            }
         }
     }
 }
