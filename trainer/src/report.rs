@@ -1052,6 +1052,9 @@ fn markdown(
     for (title, file) in plots {
         let _ = writeln!(md, "![{title}]({})\n", file.display());
     }
+    if let Some(t) = by_seed(&c.groups, rows) {
+        md.push_str(&t);
+    }
     if !references.is_empty() {
         let _ = writeln!(
             md,
@@ -1123,6 +1126,63 @@ fn markdown(
         }
     }
     md
+}
+
+/// The last-episode return of every run, a row per seed and a column per variant, when at
+/// least two variants share a seed. Runs with the same seed draw the same training tasks (and,
+/// for the same architecture, the same initial weights), so a row pairs them: with 3 seeds the
+/// per-seed order often says more than intervals over seeds.
+fn by_seed(groups: &[Group], rows: &[Row]) -> Option<String> {
+    let mut seeds: Vec<u64> = groups
+        .iter()
+        .flat_map(|g| g.runs.iter().map(|r| r.config.seed))
+        .collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let shared = seeds.iter().any(|&s| {
+        groups
+            .iter()
+            .filter(|g| g.runs.iter().any(|r| r.config.seed == s))
+            .count()
+            >= 2
+    });
+    if groups.len() < 2 || !shared {
+        return None;
+    }
+    let mut md = String::from(
+        "## Last-episode return by seed\n\nEach run's mean over its evaluation trials, in the \
+         episode the table above calls last. Runs with the same seed draw the same training \
+         tasks, so a row compares the variants on equal terms.\n\n| seed |",
+    );
+    for g in groups {
+        let _ = write!(md, " {} |", g.name);
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(groups.len()));
+    md.push('\n');
+    for seed in seeds {
+        let _ = write!(md, "| {seed} |");
+        for g in groups {
+            let episodes = rows
+                .iter()
+                .find(|r| r.variant == g.name)
+                .map_or(usize::MAX, |r| r.episodes);
+            let cell = g
+                .runs
+                .iter()
+                .find(|r| r.config.seed == seed)
+                .and_then(|r| {
+                    r.eval
+                        .curve
+                        .get(episodes.min(r.eval.curve.len()).max(1) - 1)
+                })
+                .map_or("—".to_string(), |p| format!("{:.2}", p.ret.mean));
+            let _ = write!(md, " {cell} |");
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+    Some(md)
 }
 
 #[cfg(test)]
@@ -1353,6 +1413,43 @@ mod tests {
         assert!(row.differing.is_empty());
         let md = table(&[row]);
         assert!(md.contains("| a | 2 (0, 1) | seeds (n=2) | 2.50 ±"), "{md}");
+    }
+
+    #[test]
+    fn by_seed_pairs_the_variants_runs_of_each_seed() {
+        let groups = vec![
+            Group {
+                name: "a".into(),
+                runs: vec![
+                    record("a", 0, vec![vec![1.0, 3.0], vec![3.0, 5.0]]),
+                    record("a", 1, vec![vec![2.0, 8.0]]),
+                ],
+                recipe: None,
+            },
+            Group {
+                name: "b".into(),
+                runs: vec![
+                    record("b", 0, vec![vec![0.0, 20.0, 30.0]]),
+                    record("b", 2, vec![vec![1.0, 7.0, 9.0]]),
+                ],
+                recipe: None,
+            },
+        ];
+        let rows: Vec<Row> = groups.iter().map(summarise).collect();
+        let md = by_seed(&groups, &rows).unwrap();
+        assert!(md.contains("| seed | a | b |"), "{md}");
+        // a's last episode is its 2nd (mean of 3 and 5); b's its 3rd.
+        assert!(md.contains("| 0 | 4.00 | 30.00 |"), "{md}");
+        assert!(md.contains("| 1 | 8.00 | — |"), "{md}");
+        assert!(md.contains("| 2 | — | 9.00 |"), "{md}");
+        // No seed in common, or a single variant: no table.
+        assert!(by_seed(&groups[..1], &rows[..1]).is_none());
+        let apart = vec![groups[0].clone(), {
+            let mut g = groups[1].clone();
+            g.runs.remove(0);
+            g
+        }];
+        assert!(by_seed(&apart, &rows).is_none());
     }
 
     #[test]
