@@ -378,6 +378,12 @@ fn a_tiny_sweep_is_interrupted_resumed_and_reported() {
             .or_default()
             .push((first, last));
     }
+    // The by-seed table pairs the variants' runs of each seed, from the same eval JSON.
+    for seed in 0..2 {
+        let cell = |v: &str| format!("{:.2}", per_variant[v][seed].1);
+        let line = format!("| {seed} | {} | {} |", cell("nosink"), cell("u1"));
+        assert!(md.contains(&line), "`{line}` in {md}");
+    }
     // Per variant: mean over seeds of the runs' values; the interval is Student's t over seeds.
     let table = csv(&report_dir.join("report.csv"));
     assert_eq!(table.len(), 2);
