@@ -379,9 +379,9 @@ fn a_tiny_sweep_is_interrupted_resumed_and_reported() {
             .push((first, last));
     }
     // The by-seed table pairs the variants' runs of each seed, from the same eval JSON.
-    for seed in 0..2 {
-        let cell = |v: &str| format!("{:.2}", per_variant[v][seed].1);
-        let line = format!("| {seed} | {} | {} |", cell("nosink"), cell("u1"));
+    let (nosink, u1) = (&per_variant["nosink"], &per_variant["u1"]);
+    for (seed, (a, b)) in nosink.iter().zip(u1).enumerate() {
+        let line = format!("| {seed} | {:.2} | {:.2} |", a.1, b.1);
         assert!(md.contains(&line), "`{line}` in {md}");
     }
     // Per variant: mean over seeds of the runs' values; the interval is Student's t over seeds.
