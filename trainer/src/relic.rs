@@ -500,18 +500,47 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_loss_sees_only_the_newest_segment() {
+    /// The tiny model, its optimiser, a sampler and a storage with trials started on `tasks`.
+    struct Fixture {
+        ppo: PpoConfig,
+        vs: VarStore,
+        model: ActorCritic,
+        opt: Adam,
+        sampler: Sampler,
+        storage: RolloutStorage,
+    }
+
+    fn fixture(seed: u64, tasks: &[envs::TaskId]) -> Fixture {
         let (cfg, ppo) = tiny();
         let spec = cfg.env.spec();
         let vs = VarStore::new(tch::Device::Cpu);
         let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec)).unwrap();
-        let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-5, 0.0);
-        let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, ppo.num_envs, 1).unwrap();
+        let opt = Adam::new(&vs, 0.9, 0.999, 1e-5, 0.0);
+        let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, ppo.num_envs, seed).unwrap();
         let mut storage =
             RolloutStorage::new(&spec, ppo.num_envs, ppo.rollout_len, tch::Device::Cpu).unwrap();
-        let tasks = vec![0; ppo.num_envs];
-        sampler.start_trials(&tasks, &mut storage).unwrap();
+        sampler.start_trials(tasks, &mut storage).unwrap();
+        Fixture {
+            ppo,
+            vs,
+            model,
+            opt,
+            sampler,
+            storage,
+        }
+    }
+
+    #[test]
+    fn the_loss_sees_only_the_newest_segment() {
+        let Fixture {
+            ppo,
+            vs,
+            model,
+            mut opt,
+            mut sampler,
+            mut storage,
+        } = fixture(1, &[0; 4]);
+        let spec = tiny().0.env.spec();
         let mut policy = RandomPolicy::new(spec.num_actions, ppo.num_envs, 3).unwrap();
         sampler.collect(&mut policy, &mut storage, 20).unwrap();
         // Poison the behaviour log-probs of the older segment [0, 10): if the loss touched
@@ -556,15 +585,14 @@ mod tests {
 
     #[test]
     fn refreshed_cache_matches_a_fresh_forward_after_an_update() {
-        let (cfg, ppo) = tiny();
-        let spec = cfg.env.spec();
-        let vs = VarStore::new(tch::Device::Cpu);
-        let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec)).unwrap();
-        let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-5, 0.0);
-        let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, ppo.num_envs, 5).unwrap();
-        let mut storage =
-            RolloutStorage::new(&spec, ppo.num_envs, ppo.rollout_len, tch::Device::Cpu).unwrap();
-        sampler.start_trials(&[1, 2, 3, 4], &mut storage).unwrap();
+        let Fixture {
+            ppo,
+            model,
+            mut opt,
+            mut sampler,
+            mut storage,
+            ..
+        } = fixture(5, &[1, 2, 3, 4]);
         let mut policy =
             ModelPolicy::new(&model, &sampler.act_groups(), ppo.rollout_len, 5).unwrap();
         sampler.collect(&mut policy, &mut storage, 10).unwrap();
@@ -604,15 +632,14 @@ mod tests {
     /// everywhere: approx_kl ~ 0 and no clipping.
     #[test]
     fn behaviour_log_probs_match_the_training_forward_in_every_segment() {
-        let (cfg, ppo) = tiny();
-        let spec = cfg.env.spec();
-        let vs = VarStore::new(tch::Device::Cpu);
-        let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec)).unwrap();
-        let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-5, 0.0);
-        let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, ppo.num_envs, 7).unwrap();
-        let mut storage =
-            RolloutStorage::new(&spec, ppo.num_envs, ppo.rollout_len, tch::Device::Cpu).unwrap();
-        sampler.start_trials(&[1, 2, 3, 4], &mut storage).unwrap();
+        let Fixture {
+            ppo,
+            model,
+            mut opt,
+            mut sampler,
+            mut storage,
+            ..
+        } = fixture(7, &[1, 2, 3, 4]);
         let mut policy =
             ModelPolicy::new(&model, &sampler.act_groups(), ppo.rollout_len, 7).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(0);
