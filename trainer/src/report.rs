@@ -1131,7 +1131,7 @@ fn markdown(
 /// The last-episode return of every run, a row per seed and a column per variant, when at
 /// least two variants share a seed. Runs with the same seed draw the same training tasks (and,
 /// for the same architecture, the same initial weights), so a row pairs them: with 3 seeds the
-/// per-seed order often says more than intervals over seeds.
+/// per-seed order often says more than intervals over seeds. `rows[i]` summarises `groups[i]`.
 fn by_seed(groups: &[Group], rows: &[Row]) -> Option<String> {
     let mut seeds: Vec<u64> = groups
         .iter()
@@ -1146,7 +1146,7 @@ fn by_seed(groups: &[Group], rows: &[Row]) -> Option<String> {
             .count()
             >= 2
     });
-    if groups.len() < 2 || !shared {
+    if !shared {
         return None;
     }
     let mut md = String::from(
@@ -1162,21 +1162,15 @@ fn by_seed(groups: &[Group], rows: &[Row]) -> Option<String> {
     md.push('\n');
     for seed in seeds {
         let _ = write!(md, "| {seed} |");
-        for g in groups {
-            let episodes = rows
-                .iter()
-                .find(|r| r.variant == g.name)
-                .map_or(usize::MAX, |r| r.episodes);
+        for (g, row) in groups.iter().zip(rows) {
+            // Every run of a group has at least the row's E episodes (E is their minimum).
             let cell = g
                 .runs
                 .iter()
                 .find(|r| r.config.seed == seed)
-                .and_then(|r| {
-                    r.eval
-                        .curve
-                        .get(episodes.min(r.eval.curve.len()).max(1) - 1)
-                })
-                .map_or("—".to_string(), |p| format!("{:.2}", p.ret.mean));
+                .map_or("—".to_string(), |r| {
+                    format!("{:.2}", r.eval.curve[row.episodes - 1].ret.mean)
+                });
             let _ = write!(md, " {cell} |");
         }
         md.push('\n');
