@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use icrl::trainer::logging::{read_events, ValueData};
+use icrl::trainer::run::logging::{read_events, ValueData};
 
 fn icrl() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_icrl"));
@@ -118,8 +118,10 @@ fn an_old_run_folder_resumes_exactly() {
             .filter(|(step, _)| *step > 256)
             .collect();
         assert!(!full.is_empty(), "{tag}: logged after step 256");
-        let resumed_after: Vec<(u64, f64)> =
-            resumed.into_iter().filter(|(step, _)| *step > 256).collect();
+        let resumed_after: Vec<(u64, f64)> = resumed
+            .into_iter()
+            .filter(|(step, _)| *step > 256)
+            .collect();
         assert_eq!(resumed_after, full, "{tag}: resumed vs uninterrupted");
     }
 }
