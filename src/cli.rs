@@ -301,11 +301,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         .as_ref()
                         .expect("clap requires CONFIG without --resume");
                     let config: trainer::Config = config::load(path, &args.set)?;
-                    trainer::run::Run::start(config, &args.out, args.device.as_deref())?
+                    let mut run =
+                        trainer::run::Run::start(config, &args.out, args.device.as_deref())?;
+                    run.log_hparams_start(&args.set)?;
+                    run
                 }
             };
             eprintln!("run folder: {}", run.dir.display());
             trainer::train(&mut run)?;
+            run.log_hparams_end()?;
             eprintln!("done: {}", run.dir.display());
             Ok(())
         }

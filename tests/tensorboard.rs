@@ -57,28 +57,45 @@ fn free_port() -> u16 {
 
 /// `GET path` on 127.0.0.1:port; the body of a 200 answer, None while the server is not up.
 fn get(port: u16, path: &str) -> Option<String> {
+    request(port, "GET", path, None)
+}
+
+/// One HTTP/1.0 request (a JSON body for POST); the body of a 200 answer, else None.
+fn request(port: u16, method: &str, path: &str, json: Option<&str>) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .ok()?;
+    let body = json.unwrap_or("");
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200")
-        .then_some(())
-        .or_else(|| head.starts_with("HTTP/1.1 200").then_some(()))?;
-    Some(body.to_string())
+    let status = head.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_string())
 }
 
-/// Polls `path` until `ready` accepts the parsed body (TensorBoard loads event files lazily).
+/// Polls `GET path` until `ready` accepts the parsed body (TensorBoard loads event files lazily).
 fn wait_for(
     port: u16,
     path: &str,
+    server: &mut Child,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_for_request(port, path, None, server, ready)
+}
+
+/// Polls a GET (or, with a body, POST) request until `ready` accepts the parsed answer.
+fn wait_for_request(
+    port: u16,
+    path: &str,
+    post: Option<&str>,
     server: &mut Child,
     ready: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
@@ -88,7 +105,8 @@ fn wait_for(
         if let Some(status) = server.try_wait().unwrap() {
             panic!("tensorboard exited early with {status}");
         }
-        if let Some(body) = get(port, path) {
+        let method = if post.is_some() { "POST" } else { "GET" };
+        if let Some(body) = request(port, method, path, post) {
             let value: serde_json::Value = serde_json::from_str(&body)
                 .unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {body}"));
             if ready(&value) {
@@ -112,20 +130,25 @@ impl Drop for Server {
     }
 }
 
-#[test]
-fn tensorboard_serves_a_training_runs_scalars_over_http() {
-    let out = tempfile::tempdir().unwrap();
-    let run = short_run(out.path());
-    let port = free_port();
+/// Starts `scripts/tensorboard.sh LOGDIR PORT` in its own process group.
+fn start_tensorboard(logdir: &Path, port: u16) -> Server {
     let child = Command::new(root().join("scripts/tensorboard.sh"))
-        .arg(out.path())
+        .arg(logdir)
         .arg(port.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
         .unwrap();
-    let mut server = Server(child);
+    Server(child)
+}
+
+#[test]
+fn tensorboard_serves_a_training_runs_scalars_over_http() {
+    let out = tempfile::tempdir().unwrap();
+    let run = short_run(out.path());
+    let port = free_port();
+    let mut server = start_tensorboard(out.path(), port);
     let mut stdout = server.0.stdout.take().unwrap();
 
     let runs = wait_for(port, "/data/runs", &mut server.0, |v| {
@@ -169,4 +192,128 @@ fn tensorboard_serves_a_training_runs_scalars_over_http() {
         printed.contains(&format!("http://127.0.0.1:{port}/")),
         "printed: {printed}"
     );
+}
+
+/// A sweep of 2 variants x 1 seed, a few hundred steps each; returns the sweep folder.
+fn tiny_sweep(dir: &Path) -> PathBuf {
+    let experiment = dir.join("hp.ron");
+    let base = root().join("configs/darkroom_relic.ron");
+    std::fs::write(
+        &experiment,
+        format!(
+            r#"Experiment(
+    name: "hp",
+    base: {base:?},
+    budget: [
+        "method.num_envs=2", "method.minibatches=1", "method.epochs=1",
+        "method.rollout_len=64", "method.updates_per_rollout=2",
+        "method.total_steps=256", "method.warmup_steps=64",
+        "eval.episodes_per_trial=2", "eval.trials_per_task=1", "eval.max_tasks=Some(2)",
+        "runtime.device=\"cpu\"", "logging.progress=false",
+    ],
+    variants: [
+        (name: "kv", set: []),
+        (name: "nosink", set: ["model.sink=None"]),
+    ],
+    seeds: [0],
+)"#
+        ),
+    )
+    .unwrap();
+    let sweep = dir.join("sweep");
+    let result = Command::new(env!("CARGO_BIN_EXE_icrl"))
+        .arg("sweep")
+        .arg(&experiment)
+        .arg("--out")
+        .arg(&sweep)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    sweep
+}
+
+/// TensorBoard's HParams plugin (its own HTTP API, as the dashboard calls it) lists a sweep's
+/// variants with their settings and final metrics.
+#[test]
+fn hparams_dashboard_compares_the_variants_of_a_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = tiny_sweep(dir.path());
+    let port = free_port();
+    let mut server = start_tensorboard(&sweep, port);
+
+    let experiment = wait_for_request(
+        port,
+        "/data/plugin/hparams/experiment",
+        Some(r#"{"experimentName": ""}"#),
+        &mut server.0,
+        |v| v["hparamInfos"].as_array().is_some_and(|a| !a.is_empty()),
+    );
+    let names: Vec<&str> = experiment["hparamInfos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    for name in ["name", "seed", "env", "method", "model.sink"] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("runtime.") || n.starts_with("logging.")),
+        "{names:?}"
+    );
+    let metrics: Vec<&str> = experiment["metricInfos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"]["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        metrics,
+        ["eval/return_first_episode", "eval/return_last_episode"]
+    );
+
+    let request = r#"{"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN",
+        "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"], "colParams": [],
+        "startIndex": 0, "sliceSize": 100}"#;
+    let groups = wait_for_request(
+        port,
+        "/data/plugin/hparams/session_groups",
+        Some(request),
+        &mut server.0,
+        |v| {
+            v["sessionGroups"].as_array().is_some_and(|g| {
+                g.len() == 2
+                    && g.iter()
+                        .all(|g| g["metricValues"].as_array().unwrap().len() == 2)
+            })
+        },
+    );
+    let mut variants = Vec::new();
+    for group in groups["sessionGroups"].as_array().unwrap() {
+        let hparams = &group["hparams"];
+        variants.push(hparams["name"].as_str().unwrap().to_string());
+        assert_eq!(hparams["seed"].as_f64(), Some(0.0));
+        assert_eq!(hparams["method.total_steps"].as_f64(), Some(256.0));
+        let sink = hparams["model.sink"].as_str();
+        match hparams["name"].as_str().unwrap() {
+            "hp.nosink" => assert_eq!(sink, Some("None")),
+            _ => assert_eq!(sink, None, "the kv variant overrides no sink"),
+        }
+        let sessions = group["sessions"].as_array().unwrap();
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0]["status"], "STATUS_SUCCESS");
+        for m in group["metricValues"].as_array().unwrap() {
+            assert_eq!(m["trainingStep"].as_u64(), Some(256));
+            assert!(m["value"].as_f64().unwrap().is_finite());
+        }
+    }
+    variants.sort();
+    // A sweep names its runs `<experiment>.<variant>`.
+    assert_eq!(variants, ["hp.kv", "hp.nosink"]);
 }

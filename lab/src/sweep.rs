@@ -455,6 +455,34 @@ fn plan(loaded: &LoadedExperiment, options: &SweepOptions, dir: &Path) -> Result
     Ok(jobs)
 }
 
+/// The scalar tags that TensorBoard's HParams dashboard shows as a sweep's metric columns.
+pub const HPARAMS_METRICS: [&str; 2] = ["eval/return_first_episode", "eval/return_last_episode"];
+
+/// Writes the HParams plugin's experiment summary into the sweep folder: one column per
+/// hyper-parameter that any run sets (name, seed, env, method and every overridden field, as
+/// each run's own session summary lists them) and the final evaluation metrics.
+fn write_hparams_experiment(dir: &Path, manifest: &Manifest) -> Result<()> {
+    use trainer::run::logging::hparams::{log_experiment, HParamValue};
+    let mut columns: Vec<(String, HParamValue)> = vec![
+        ("name".into(), HParamValue::Text(String::new())),
+        ("seed".into(), HParamValue::Number(0.0)),
+        ("env".into(), HParamValue::Text(String::new())),
+        ("method".into(), HParamValue::Text(String::new())),
+    ];
+    for run in &manifest.runs {
+        for (path, value) in trainer::run::override_hparams(&run.overrides) {
+            if !columns.iter().any(|(name, _)| *name == path) {
+                columns.push((path, value));
+            }
+        }
+    }
+    let mut logger = trainer::run::logging::TensorBoardLogger::new(dir)
+        .with_context(|| format!("{}: cannot write the HParams summary", dir.display()))?;
+    log_experiment(&mut logger, &manifest.name, &columns, &HPARAMS_METRICS)?;
+    trainer::run::logging::Logger::flush(&mut logger)?;
+    Ok(())
+}
+
 /// `icrl sweep`: loads and checks the experiment, then runs what is not finished yet.
 pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSummary> {
     if options.jobs == 0 {
@@ -546,6 +574,7 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
     if let Ok(text) = std::fs::read(experiment_path) {
         fsutil::write_atomic(&dir.join("experiment.ron"), &text)?;
     }
+    write_hparams_experiment(&dir, &manifest)?;
 
     install_handler();
     let total = jobs.len() as u64;

@@ -52,6 +52,55 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// The hyper-parameters a run shows in TensorBoard's HParams dashboard: `name` (a sweep's
+/// variant), `seed`, `env`, `method`, and the field of every `--set path=value` override (as
+/// written), except the fields that cannot change results (`runtime.*`, `logging.*`,
+/// `checkpoint.*`).
+pub fn hparams_of(
+    config: &Config,
+    overrides: &[String],
+) -> Vec<(String, logging::hparams::HParamValue)> {
+    use logging::hparams::HParamValue;
+    let mut values = vec![
+        ("name".to_string(), HParamValue::Text(config.name.clone())),
+        ("seed".to_string(), HParamValue::Number(config.seed as f64)),
+        (
+            "env".to_string(),
+            HParamValue::Text(config.env.name().into()),
+        ),
+        (
+            "method".to_string(),
+            HParamValue::Text(config.method_name().into()),
+        ),
+    ];
+    for (path, value) in override_hparams(overrides) {
+        match values.iter_mut().find(|(name, _)| *name == path) {
+            Some(slot) if path != "name" && path != "seed" => slot.1 = value,
+            Some(_) => {}
+            None => values.push((path, value)),
+        }
+    }
+    values
+}
+
+/// The hyper-parameters of `--set path=value` overrides, in order, without the fields that
+/// cannot change results (`runtime.*`, `logging.*`, `checkpoint.*`).
+pub fn override_hparams(overrides: &[String]) -> Vec<(String, logging::hparams::HParamValue)> {
+    let ignored = ["runtime.", "logging.", "checkpoint."];
+    overrides
+        .iter()
+        .filter_map(|o| o.split_once('='))
+        .map(|(path, value)| (path.trim(), value))
+        .filter(|(path, _)| !ignored.iter().any(|p| path.starts_with(p)))
+        .map(|(path, value)| {
+            (
+                path.to_string(),
+                logging::hparams::HParamValue::parse(value),
+            )
+        })
+        .collect()
+}
+
 /// A logger that drops everything (when TensorBoard logging is off).
 struct NullLogger;
 
@@ -66,6 +115,9 @@ impl Logger for NullLogger {
         Ok(())
     }
     fn text(&mut self, _: &str, _: u64, _: &str) -> Result<(), LogError> {
+        Ok(())
+    }
+    fn plugin(&mut self, _: &str, _: u64, _: &str, _: &[u8]) -> Result<(), LogError> {
         Ok(())
     }
     fn flush(&mut self) -> Result<(), LogError> {
@@ -193,6 +245,23 @@ impl Run {
             logger,
             resume_from,
         })
+    }
+
+    /// Writes the HParams plugin's session start (see [`logging::hparams`]): the hyper-parameters
+    /// of [`hparams_of`] for this run's config and `--set` overrides.
+    pub fn log_hparams_start(&mut self, overrides: &[String]) -> Result<()> {
+        let values = hparams_of(&self.config, overrides);
+        logging::hparams::log_session_start(&mut self.logger, &values)?;
+        self.logger.flush()?;
+        Ok(())
+    }
+
+    /// Writes the HParams plugin's session end: the run finished its budget.
+    pub fn log_hparams_end(&mut self) -> Result<()> {
+        let status = logging::hparams::SessionStatus::Success;
+        logging::hparams::log_session_end(&mut self.logger, 0, status)?;
+        self.logger.flush()?;
+        Ok(())
     }
 
     /// Saves a checkpoint (atomically, keeping the config's last K).

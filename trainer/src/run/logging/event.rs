@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::proto::{field as f, Decoder, Encoder, Wire, DT_STRING};
+use super::proto::{field as f, Decoder, Encoder, Wire, DT_FLOAT, DT_STRING};
 use super::record::{split_records, OVERHEAD};
 use super::LogError;
 
@@ -169,6 +169,12 @@ pub(crate) enum Payload<'a> {
         width: u32,
     },
     Text(&'a str),
+    /// A plugin's own serialized data (e.g. the HParams plugin's), carried in the value's
+    /// metadata with an empty float tensor, as TensorBoard's own writers do.
+    Plugin {
+        plugin: &'a str,
+        content: &'a [u8],
+    },
 }
 
 /// The serialized `Event { wall_time, step, summary { value { tag, payload } } }`.
@@ -210,6 +216,21 @@ pub(crate) fn encode_summary(
                         t.varint(f::TENSOR_DTYPE, DT_STRING);
                         t.message(f::TENSOR_SHAPE, |_| {});
                         t.string(f::TENSOR_STRING_VAL, text);
+                    });
+                }
+                Payload::Plugin { plugin, content } => {
+                    v.message(f::VALUE_METADATA, |m| {
+                        m.message(f::META_PLUGIN_DATA, |p| {
+                            p.string(f::PLUGIN_NAME, plugin);
+                            p.bytes(f::PLUGIN_CONTENT, content);
+                        });
+                    });
+                    // A length-0 float vector: the smallest valid tensor.
+                    v.message(f::VALUE_TENSOR, |t| {
+                        t.varint(f::TENSOR_DTYPE, DT_FLOAT);
+                        t.message(f::TENSOR_SHAPE, |sh| {
+                            sh.message(f::SHAPE_DIM, |d| d.varint(f::DIM_SIZE, 0));
+                        });
                     });
                 }
             }

@@ -120,6 +120,15 @@ impl<L: Logger> Logger for GuardedLogger<L> {
     fn text(&mut self, tag: &str, step: u64, markdown: &str) -> Result<(), LogError> {
         self.guard(|l| l.text(tag, step, markdown))
     }
+    fn plugin(
+        &mut self,
+        tag: &str,
+        step: u64,
+        plugin: &str,
+        content: &[u8],
+    ) -> Result<(), LogError> {
+        self.guard(|l| l.plugin(tag, step, plugin, content))
+    }
     fn flush(&mut self) -> Result<(), LogError> {
         self.guard(|l| l.flush())
     }

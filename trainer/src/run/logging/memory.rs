@@ -29,6 +29,8 @@ pub enum RecordData {
     Image(LoggedImage),
     /// [`Logger::text`].
     Text(String),
+    /// [`Logger::plugin`]: the plugin's name and its serialized data.
+    Plugin(String, Vec<u8>),
 }
 
 /// One logging call.
@@ -182,6 +184,20 @@ impl Logger for MemoryLogger {
 
     fn text(&mut self, tag: &str, step: u64, markdown: &str) -> Result<(), LogError> {
         self.push(tag, step, RecordData::Text(markdown.to_string()))
+    }
+
+    fn plugin(
+        &mut self,
+        tag: &str,
+        step: u64,
+        plugin: &str,
+        content: &[u8],
+    ) -> Result<(), LogError> {
+        self.push(
+            tag,
+            step,
+            RecordData::Plugin(plugin.to_string(), content.to_vec()),
+        )
     }
 
     fn flush(&mut self) -> Result<(), LogError> {

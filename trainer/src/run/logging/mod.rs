@@ -35,6 +35,7 @@
 
 mod event;
 mod guard;
+pub mod hparams;
 mod memory;
 mod proto;
 mod record;
@@ -119,6 +120,16 @@ pub trait Logger: Send {
     /// verbatim text such as a config).
     fn text(&mut self, tag: &str, step: u64, markdown: &str) -> Result<(), LogError>;
 
+    /// Logs a TensorBoard plugin's serialized data under `tag` (used for the HParams
+    /// plugin's session and experiment summaries, see [`hparams`]).
+    fn plugin(
+        &mut self,
+        tag: &str,
+        step: u64,
+        plugin: &str,
+        content: &[u8],
+    ) -> Result<(), LogError>;
+
     /// Writes out anything buffered.
     fn flush(&mut self) -> Result<(), LogError>;
 }
@@ -142,6 +153,15 @@ impl<L: Logger + ?Sized> Logger for Box<L> {
     }
     fn text(&mut self, tag: &str, step: u64, markdown: &str) -> Result<(), LogError> {
         (**self).text(tag, step, markdown)
+    }
+    fn plugin(
+        &mut self,
+        tag: &str,
+        step: u64,
+        plugin: &str,
+        content: &[u8],
+    ) -> Result<(), LogError> {
+        (**self).plugin(tag, step, plugin, content)
     }
     fn flush(&mut self) -> Result<(), LogError> {
         (**self).flush()

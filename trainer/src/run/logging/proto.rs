@@ -46,11 +46,19 @@ pub(crate) mod field {
     pub const META_PLUGIN_DATA: u32 = 1; // SummaryMetadata.PluginData
                                          // tensorflow.SummaryMetadata.PluginData
     pub const PLUGIN_NAME: u32 = 1; // string
-                                    // tensorflow.TensorProto
+    pub const PLUGIN_CONTENT: u32 = 2; // bytes
+                                       // tensorflow.TensorProto
     pub const TENSOR_DTYPE: u32 = 1; // DataType enum
     pub const TENSOR_SHAPE: u32 = 2; // TensorShapeProto
     pub const TENSOR_STRING_VAL: u32 = 8; // repeated bytes
+                                          // tensorflow.TensorShapeProto
+    pub const SHAPE_DIM: u32 = 2; // repeated Dim
+                                  // tensorflow.TensorShapeProto.Dim
+    pub const DIM_SIZE: u32 = 1; // int64
 }
+
+/// `tensorflow.DataType.DT_FLOAT`.
+pub(crate) const DT_FLOAT: u64 = 1;
 
 /// `tensorflow.DataType.DT_STRING`.
 pub(crate) const DT_STRING: u64 = 7;

@@ -222,6 +222,16 @@ impl Logger for TensorBoardLogger {
         self.summary(tag, step, Payload::Text(markdown))
     }
 
+    fn plugin(
+        &mut self,
+        tag: &str,
+        step: u64,
+        plugin: &str,
+        content: &[u8],
+    ) -> Result<(), LogError> {
+        self.summary(tag, step, Payload::Plugin { plugin, content })
+    }
+
     fn flush(&mut self) -> Result<(), LogError> {
         self.check_broken()?;
         if let Err(e) = self.out.flush() {
