@@ -8,7 +8,7 @@ CARGO ?= cargo
 # libtorch's OpenMP workers spin while idle; on 2 shared cores that costs several-fold.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: all libtorch build run test bench fmt lint clean tensorboard
+.PHONY: all libtorch build run test test-slurm bench fmt lint clean tensorboard
 
 all: build
 
@@ -30,6 +30,10 @@ tensorboard: libtorch
 test: libtorch
 	$(CARGO) build --release --bin icrl
 	$(CARGO) test --workspace --release
+
+# The Slurm launcher on a real one-node cluster (installs Debian's slurm packages; needs root).
+test-slurm: build
+	scripts/test_slurm.sh
 
 bench: build
 	target/release/icrl info

@@ -15,7 +15,9 @@ conf=/etc/slurm/slurm.conf
 host="$(hostname -s)"
 
 stop() {
-    for d in slurmd slurmctld; do
+    # slurmstepd runs the jobs; left alone it would outlive the cluster and its job ids
+    # would collide with the next cluster's (state is reset on start).
+    for d in slurmstepd slurmd slurmctld; do
         if pkill -x "$d" 2>/dev/null; then
             for _ in $(seq 50); do pgrep -x "$d" >/dev/null || break; sleep 0.1; done
         fi

@@ -457,3 +457,63 @@ fn report_of_plain_run_folders_groups_by_config_name_and_rejects_empty_input() {
     );
     assert!(report_dir.join("return_darkroom.png").is_file());
 }
+
+/// The launcher's bad input, without a cluster: exit code 2, a message naming what to fix, and
+/// nothing written to the sweep folder.
+#[test]
+fn bad_launcher_options_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let experiment = tiny_experiment(dir.path());
+    let out_dir = dir.path().join("sweep");
+    let run = |args: &[&str], path: Option<&str>| {
+        let mut cmd = icrl();
+        cmd.arg("sweep").arg(&experiment).arg("--out").arg(&out_dir);
+        cmd.args(args);
+        if let Some(p) = path {
+            cmd.env("PATH", p);
+        }
+        cmd.output().unwrap()
+    };
+    let cases: [(&[&str], Option<&str>, &str); 4] = [
+        (
+            &["--launcher", "pbs"],
+            None,
+            "invalid value 'pbs' for '--launcher",
+        ),
+        (
+            &["--partition", "gpu", "--time", "1:00:00"],
+            None,
+            "--partition, --time only apply to --launcher slurm",
+        ),
+        // No sbatch on the PATH (an empty folder).
+        (
+            &["--launcher", "slurm"],
+            Some(dir.path().to_str().unwrap()),
+            "`sbatch` is not on the PATH",
+        ),
+        (
+            &["--launcher", "slurm", "--cpus-per-task", "0"],
+            None,
+            "--cpus-per-task must be at least 1",
+        ),
+    ];
+    for (args, path, needle) in cases {
+        let out = run(args, path);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {all}");
+        assert!(!all.contains("panicked"), "{all}");
+        assert!(
+            all.contains(needle),
+            "{args:?}: expected `{needle}` in {all}"
+        );
+        assert!(!out_dir.exists(), "{args:?} wrote {}", out_dir.display());
+    }
+    // --status on a folder that is not a sweep.
+    let out = icrl()
+        .args(["sweep", "--status"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not a sweep folder"), "{}", text(&out));
+}

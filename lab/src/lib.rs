@@ -3,6 +3,7 @@
 //! folders ([`report`]). Depends on `trainer`; nothing in `trainer` depends on it.
 pub mod experiment;
 pub mod report;
+pub mod slurm;
 pub mod sweep;
 
 /// True when `e` is bad input (the `icrl` binary exits with code 2 for it): a config or

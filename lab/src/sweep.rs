@@ -33,6 +33,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::{self, LoadedExperiment, PlannedRun};
+use crate::slurm::SlurmOptions;
 use trainer::config::{self, Config};
 use trainer::error::UsageError;
 use trainer::fsutil;
@@ -44,8 +45,18 @@ pub const STATUS_FILE: &str = "status.json";
 /// A slot's log of the child's stdout and stderr.
 pub const LOG_FILE: &str = "log.txt";
 
+/// Where the runs of a sweep execute.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Launcher {
+    /// Child processes on this machine, `--jobs` at a time.
+    #[default]
+    Local,
+    /// One Slurm job array, one array task per (variant, seed); see [`crate::slurm`].
+    Slurm,
+}
+
 /// Options of `icrl sweep`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SweepOptions {
     /// Runs at a time (>= 1).
     pub jobs: usize,
@@ -57,13 +68,20 @@ pub struct SweepOptions {
     pub dry_run: bool,
     /// The `icrl` binary the children run (default: this process's executable).
     pub exe: Option<PathBuf>,
+    /// Local child processes or a Slurm job array.
+    pub launcher: Launcher,
+    /// Slurm resources (only with [`Launcher::Slurm`]).
+    pub slurm: SlurmOptions,
+    /// Run only this slot (an index into the manifest's runs): what one Slurm array task does.
+    pub slot_index: Option<usize>,
 }
 
 /// `icrl sweep` on the command line.
 #[derive(clap::Args, Debug)]
 pub struct SweepArgs {
     /// The experiment file (RON).
-    pub experiment: PathBuf,
+    #[arg(required_unless_present = "status")]
+    pub experiment: Option<PathBuf>,
     /// Runs at a time; each gets cores / N threads for libtorch and for env workers.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
@@ -73,21 +91,117 @@ pub struct SweepArgs {
     /// Override a field of every run: `--set path.to.field=value`; repeatable.
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
-    /// Check the experiment and print what would run; start nothing.
+    /// Check the experiment and print what would run (for Slurm: the batch script); start
+    /// nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Where the runs execute: local child processes, or one Slurm job array.
+    #[arg(long, value_enum, default_value_t = Launcher::Local)]
+    pub launcher: Launcher,
+    /// Slurm options (with --launcher slurm).
+    #[command(flatten)]
+    pub slurm: SlurmOptions,
+    /// Show the state of every run of a sweep folder (whichever launcher ran it) and exit.
+    #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["experiment", "dry_run"])]
+    pub status: Option<PathBuf>,
+    /// Run only the slot with this index in the manifest (used by Slurm array tasks).
+    #[arg(long, hide = true)]
+    pub slot_index: Option<usize>,
 }
 
 /// Runs `icrl sweep` from its command-line arguments.
 pub fn command(args: &SweepArgs) -> Result<()> {
+    if let Some(dir) = &args.status {
+        return print_status(dir);
+    }
+    if args.launcher == Launcher::Local {
+        let given = args.slurm.given();
+        if !given.is_empty() {
+            return Err(UsageError(format!(
+                "{} only apply to --launcher slurm (the local launcher runs child processes \
+                 here; use --jobs to run several at a time)",
+                given.join(", ")
+            ))
+            .into());
+        }
+    }
     let options = SweepOptions {
         jobs: args.jobs,
         out: args.out.clone(),
         extra: args.set.clone(),
         dry_run: args.dry_run,
         exe: None,
+        launcher: args.launcher,
+        slurm: args.slurm.clone(),
+        slot_index: args.slot_index,
     };
-    sweep(&args.experiment, &options).map(|_| ())
+    let experiment = args
+        .experiment
+        .as_ref()
+        .expect("clap requires EXPERIMENT without --status");
+    sweep(experiment, &options).map(|_| ())
+}
+
+/// `icrl sweep --status DIR`: one line per run with its state and attempts.
+pub fn print_status(dir: &Path) -> Result<()> {
+    if !dir.join(MANIFEST_FILE).exists() {
+        return Err(UsageError(format!(
+            "{}: not a sweep folder (it has no {MANIFEST_FILE})",
+            dir.display()
+        ))
+        .into());
+    }
+    let manifest = read_manifest(dir)?;
+    let jobs = crate::slurm::read_jobs(dir)?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "sweep {} in {}", manifest.name, dir.display());
+    for job in &jobs {
+        let _ = writeln!(
+            out,
+            "slurm job array {} submitted {} UTC: tasks {:?}",
+            job.job_id, job.submitted, job.tasks
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<5} {:<28} {:<12} {:>8} {:>10}  last attempt",
+        "index", "slot", "state", "attempts", "wall"
+    );
+    let mut counts = std::collections::BTreeMap::new();
+    for (i, run) in manifest.runs.iter().enumerate() {
+        let slot = dir.join(&run.slot);
+        let status = SlotStatus::read(&slot)?;
+        let state = format!("{:?}", status.state).to_lowercase();
+        *counts.entry(state.clone()).or_insert(0usize) += 1;
+        let last = status.attempts.last().map_or(String::new(), |a| {
+            let how = match (a.exit_code, a.signal) {
+                (Some(c), _) => format!("exit {c}"),
+                (None, Some(s)) => format!("signal {s}"),
+                _ => "running".into(),
+            };
+            let resumed = if a.args.iter().any(|x| x == "--resume") {
+                ", resumed"
+            } else {
+                ""
+            };
+            format!("{} UTC, {how}{resumed}", a.started)
+        });
+        let _ = writeln!(
+            out,
+            "{i:<5} {:<28} {state:<12} {:>8} {:>10}  {last}",
+            run.slot,
+            status.attempts.len(),
+            human_seconds(status.wall_seconds())
+        );
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let _ = writeln!(
+        out,
+        "{} run(s): {}",
+        manifest.runs.len(),
+        summary.join(", ")
+    );
+    Ok(())
 }
 
 /// `manifest.json`: what a sweep folder holds, for resuming and for `icrl report`.
@@ -224,6 +338,11 @@ pub struct SweepInterrupted {
 
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 
+/// Counts SIGTERM and SIGUSR1 like Ctrl-C (async-signal-safe: one atomic increment).
+extern "C" fn on_terminate(_: libc::c_int) {
+    SIGNALS.fetch_add(1, Ordering::SeqCst);
+}
+
 fn install_handler() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
@@ -231,6 +350,17 @@ fn install_handler() {
             SIGNALS.fetch_add(1, Ordering::SeqCst);
         }) {
             eprintln!("warning: cannot handle Ctrl-C ({e}); an interrupt will kill the sweep");
+        }
+        // SIGTERM is what Slurm (and preemption) sends before it kills a job; SIGUSR1 what it
+        // can be told to send before the time limit. Both stop the sweep like Ctrl-C.
+        for signal in [libc::SIGTERM, libc::SIGUSR1] {
+            // SAFETY: installs a handler that only touches an atomic.
+            unsafe {
+                libc::signal(
+                    signal,
+                    on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t,
+                );
+            }
         }
     });
 }
@@ -524,8 +654,25 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
         total: jobs.len(),
         ..SweepSummary::default()
     };
+    if let Some(index) = options.slot_index {
+        if index >= jobs.len() {
+            return Err(UsageError(format!(
+                "--slot-index {index}: the sweep has {} run(s) (0 to {})",
+                jobs.len(),
+                jobs.len().saturating_sub(1)
+            ))
+            .into());
+        }
+    }
+    let sbatch = match options.launcher {
+        Launcher::Slurm if !options.dry_run => Some(crate::slurm::preflight(&options.slurm)?),
+        _ => None,
+    };
     let mut pending = std::collections::VecDeque::new();
     for (i, job) in jobs.iter().enumerate() {
+        if options.slot_index.is_some_and(|only| only != i) {
+            continue;
+        }
         let status = SlotStatus::read(&job.slot)?;
         if status.state == SlotState::Done {
             summary.skipped.push(job.run.slot());
@@ -563,18 +710,62 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
                 args.join(" ")
             );
         }
+        if options.launcher == Launcher::Slurm {
+            let tasks: Vec<usize> = pending.iter().copied().collect();
+            let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            let script = crate::slurm::batch_script(&crate::slurm::Submission {
+                dir: &absolute(&dir),
+                name: &exp.name,
+                exe: &absolute(&exe),
+                experiment: &absolute(experiment_path),
+                extra: &options.extra,
+                tasks: &tasks,
+                options: &options.slurm,
+            });
+            let _ = writeln!(out, "\nthe Slurm batch script:\n{script}");
+        }
         return Ok(summary);
     }
 
-    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    fsutil::write_atomic(
-        &dir.join(MANIFEST_FILE),
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-    )?;
-    if let Ok(text) = std::fs::read(experiment_path) {
-        fsutil::write_atomic(&dir.join("experiment.ron"), &text)?;
+    if options.slot_index.is_none() {
+        // A Slurm array task finds these written by the submission.
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        fsutil::write_atomic(
+            &dir.join(MANIFEST_FILE),
+            serde_json::to_string_pretty(&manifest)?.as_bytes(),
+        )?;
+        if let Ok(text) = std::fs::read(experiment_path) {
+            fsutil::write_atomic(&dir.join("experiment.ron"), &text)?;
+        }
+        write_hparams_experiment(&dir, &manifest)?;
     }
-    write_hparams_experiment(&dir, &manifest)?;
+    if let Some(sbatch) = sbatch {
+        if pending.is_empty() {
+            eprintln!(
+                "sweep {}: all {} run(s) in {} are finished; nothing to submit",
+                exp.name,
+                jobs.len(),
+                dir.display()
+            );
+            return Ok(summary);
+        }
+        let tasks: Vec<usize> = pending.iter().copied().collect();
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        crate::slurm::submit(
+            &sbatch,
+            &crate::slurm::Submission {
+                dir: &absolute(&dir),
+                name: &exp.name,
+                exe: &absolute(&exe),
+                experiment: &absolute(experiment_path),
+                extra: &options.extra,
+                tasks: &tasks,
+                options: &options.slurm,
+            },
+        )?;
+        return Ok(summary);
+    }
 
     install_handler();
     let total = jobs.len() as u64;
