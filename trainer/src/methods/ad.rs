@@ -152,8 +152,7 @@ fn build(cfg: &Config, device: Device) -> Result<(VarStore, ActorCritic)> {
 pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
     let cfg = run.config.clone();
     let device = run.device;
-    let dataset: Dataset =
-        data::ensure(&cfg.env, &ad.data, &crate::methods::dpt::runs_dir(&run.dir))?;
+    let dataset: Dataset = data::ensure(&cfg.env, &ad.data, &crate::run::dir::runs_dir(&run.dir))?;
     tch::manual_seed(cfg.seed as i64);
     let (mut vs, model) = build(&cfg, device)?;
     let mut opt = Adam::new(&vs, 0.9, 0.99, 1e-8, ad.weight_decay);

@@ -22,13 +22,12 @@ use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use envs::BanditConfig;
 
-use crate::config::{BanditAlgo, BanditBaselinesConfig, ContextKind, DataConfig, DptConfig};
-use crate::data::{self, Layout, Record, RecordView};
-use crate::methods::dpt::{DptNet, HostBatch};
+use crate::config::{BanditAlgo, BanditBaselinesConfig, ContextKind, DataConfig};
+use crate::data::{self, Record};
 use crate::plot::{self, Series};
 use crate::run::logging::Logger;
 use crate::run::Run;
@@ -175,12 +174,14 @@ pub struct BanditReport {
     pub algorithms: Vec<AlgoResult>,
 }
 
-/// DPT as a bandit learner, for the comparison.
-pub struct DptLearner<'a> {
-    /// The trained model.
-    pub model: &'a DptNet,
-    /// Its device.
-    pub device: Device,
+/// A trained in-context learner compared with the classic algorithms (DPT, whose module
+/// implements this): it reads a batch of pull histories and scores the arms.
+pub trait BanditLearner {
+    /// The learner's row name in the report.
+    fn name(&self) -> &str;
+    /// Logits `[n, t + 1, arms]` on the CPU for `records` (each `t` pulls long, the query
+    /// the constant state): position j scores the arms after the first j pulls.
+    fn logits(&self, records: &[Record], t: usize, arms: usize) -> Result<Tensor>;
 }
 
 /// The held-out bandits and their fixed offline datasets (the training generator, one
@@ -207,28 +208,6 @@ fn summarise_rows(rows: &[Vec<f64>], k: usize) -> Vec<MeanCi> {
         .collect()
 }
 
-/// DPT's logits for a batch of contexts `[n, T + 1, A]` (vector model).
-fn dpt_logits(dpt: &DptLearner<'_>, records: &[Record], t: usize, arms: usize) -> Result<Tensor> {
-    let l = Layout { s: 1, i: 0, t };
-    let mut bytes = Vec::with_capacity(records.len() * l.bytes());
-    for r in records {
-        anyhow::ensure!(r.reward.len() == t, "context length mismatch");
-        r.encode(&l, &mut bytes)?;
-    }
-    let views: Vec<RecordView<'_>> = bytes
-        .chunks_exact(l.bytes())
-        .map(|c| RecordView::new(c, l))
-        .collect();
-    let batch = HostBatch::from_records(&views, None).to_tensors(None, dpt.device);
-    let logits = dpt.model.forward(&batch, false)?;
-    anyhow::ensure!(
-        logits.size()[2] == arms as i64,
-        "the model has {} actions, the bandit {arms} arms",
-        logits.size()[2]
-    );
-    Ok(logits.to_device(Device::Cpu))
-}
-
 /// Runs the comparison on the held-out bandits (see the module docs).
 pub fn compare(
     bandit: &BanditConfig,
@@ -236,7 +215,7 @@ pub fn compare(
     eval_tasks: &[envs::TaskId],
     seed: u64,
     step: u64,
-    dpt: Option<&DptLearner<'_>>,
+    learner: Option<&dyn BanditLearner>,
 ) -> Result<BanditReport> {
     let _guard = tch::no_grad_guard();
     let env = envs::EnvConfig::Bandit(bandit.clone());
@@ -320,13 +299,13 @@ pub fn compare(
         });
     }
 
-    if let Some(dpt) = dpt {
+    if let Some(learner) = learner {
         // Offline: one forward over each fixed dataset; the prediction after n pulls is read
         // at position n; greedy.
         let t = records.first().map_or(0, |r| r.reward.len());
         let mut rows = vec![Vec::with_capacity(sizes.len()); n];
         for (chunk_i, chunk) in records.chunks(50).enumerate() {
-            let logits = dpt_logits(dpt, chunk, t, k)?;
+            let logits = learner.logits(chunk, t, k)?;
             for &size in &sizes {
                 let picks: Vec<i64> = Vec::try_from(
                     logits
@@ -356,7 +335,7 @@ pub fn compare(
         let mut rng = ChaCha8Rng::seed_from_u64(envs::rng::mix64(seed ^ 0xD9_7B));
         #[allow(clippy::needless_range_loop)]
         for t in 0..horizon {
-            let logits = dpt_logits(dpt, &ctx, t, k)?.select(1, t as i64);
+            let logits = learner.logits(&ctx, t, k)?.select(1, t as i64);
             let probs: Vec<f32> =
                 Vec::try_from(logits.softmax(-1, Kind::Float).contiguous().view(-1))?;
             for b in 0..n {
@@ -382,7 +361,7 @@ pub fn compare(
         algorithms.insert(
             0,
             AlgoResult {
-                name: "DPT".into(),
+                name: learner.name().to_string(),
                 offline_suboptimality: Some(offline),
                 online_regret: Some(summarise_rows(&rows, online_steps.len())),
             },
@@ -499,7 +478,8 @@ fn env_bandit(run: &Run) -> Result<BanditConfig> {
     }
 }
 
-fn check_sizes(bandit: &BanditConfig, cfg: &BanditBaselinesConfig) -> Result<()> {
+/// Refuses offline dataset sizes longer than the bandit's horizon.
+pub fn check_sizes(bandit: &BanditConfig, cfg: &BanditBaselinesConfig) -> Result<()> {
     if let Some(&n) = cfg.offline_sizes.iter().find(|&&n| n > bandit.horizon) {
         return Err(crate::error::UsageError(format!(
             "offline_sizes: {n} exceeds the bandit horizon {}",
@@ -508,42 +488,6 @@ fn check_sizes(bandit: &BanditConfig, cfg: &BanditBaselinesConfig) -> Result<()>
         .into());
     }
     Ok(())
-}
-
-/// The comparison with a trained DPT model (called by DPT's offline evaluation on bandits).
-pub fn compare_with_dpt(
-    run: &mut Run,
-    model: &DptNet,
-    bandit: &BanditConfig,
-    dpt: &DptConfig,
-    step: u64,
-) -> Result<PathBuf> {
-    let mut cmp = dpt.bandit_comparison.clone();
-    check_sizes(bandit, &cmp)?;
-    // DPT reads at most `context_len` pulls.
-    cmp.offline_sizes.retain(|&n| n <= dpt.data.context_len);
-    if cmp.offline_sizes.is_empty() {
-        cmp.offline_sizes.push(dpt.data.context_len);
-    }
-    let online = cmp
-        .online_steps
-        .unwrap_or(bandit.horizon)
-        .min(dpt.data.context_len);
-    cmp.online_steps = Some(online);
-    let tasks = crate::eval::eval_tasks(&run.config.env, &run.config.eval)?;
-    let learner = DptLearner {
-        model,
-        device: run.device,
-    };
-    let report = compare(
-        bandit,
-        &cmp,
-        &tasks,
-        run.config.seed ^ 0xBA4D,
-        step,
-        Some(&learner),
-    )?;
-    write(run, &report)
 }
 
 /// The `BanditBaselines` method: runs the comparison (no training) and saves a checkpoint
