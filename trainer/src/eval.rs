@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 
 use agent::ActorCritic;
 use envs::{EnvConfig, Split};
@@ -15,63 +14,9 @@ use sampler::{ModelPolicy, Policy, RolloutStorage, Sampler, SamplerConfig};
 
 use crate::config::{EvalConfig, EvalSplit};
 use crate::plot::{self, Series};
+use crate::results::{CurvePoint, EvalResult};
 use crate::run::logging::Logger;
 use crate::stats::MeanCi;
-
-/// One point of the in-context curve.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct CurvePoint {
-    /// Episode index within the trial (1-based, as plotted).
-    pub episode: usize,
-    /// Return of that episode over all trials.
-    pub ret: MeanCi,
-    /// Success rate of that episode (for envs that define success).
-    pub success: Option<MeanCi>,
-}
-
-/// An evaluation's result, as written to `eval/<step>.json`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct EvalResult {
-    /// Training step (env steps) of the evaluated policy.
-    pub step: u64,
-    /// Environment name.
-    pub env: String,
-    /// Method name.
-    pub method: String,
-    /// Task split evaluated.
-    pub split: EvalSplit,
-    /// Tasks evaluated.
-    pub tasks: usize,
-    /// Trials per task.
-    pub trials_per_task: usize,
-    /// Episodes per trial.
-    pub episodes_per_trial: usize,
-    /// Greedy (true) or sampled actions.
-    pub greedy: bool,
-    /// The in-context learning curve, one point per episode index.
-    pub curve: Vec<CurvePoint>,
-    /// Returns as `[trial][episode]`, trials ordered by task then trial, for reports.
-    pub returns: Vec<Vec<f64>>,
-    /// Empty for the config's own protocol; otherwise what differs (`greedy_t10`, ...), which
-    /// also names the files and the TensorBoard section.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub tag: String,
-}
-
-impl EvalResult {
-    /// Mean return of episodes `from..=to` (1-based, inclusive) per trial, summarised.
-    pub fn mean_over_episodes(&self, from: usize, to: usize) -> MeanCi {
-        let per_trial: Vec<f64> = self
-            .returns
-            .iter()
-            .map(|r| {
-                let span = &r[from - 1..to.min(r.len())];
-                span.iter().sum::<f64>() / span.len().max(1) as f64
-            })
-            .collect();
-        MeanCi::of(&per_trial)
-    }
-}
 
 /// The tasks evaluation runs on.
 pub fn eval_tasks(env: &EnvConfig, cfg: &EvalConfig) -> Result<Vec<envs::TaskId>> {

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use envs::BanditConfig;
@@ -29,12 +28,10 @@ use envs::BanditConfig;
 use crate::config::{BanditAlgo, BanditBaselinesConfig, ContextKind, DataConfig};
 use crate::data::{self, Record};
 use crate::plot::{self, Series};
+use crate::results::{AlgoResult, BanditReport, BANDIT_DIR};
 use crate::run::logging::Logger;
 use crate::run::Run;
 use crate::stats::MeanCi;
-
-/// Sub-folder of a run holding bandit comparisons.
-pub const BANDIT_DIR: &str = "bandit";
 
 fn means_of(counts: &[u32], sums: &[f64]) -> Vec<f64> {
     counts
@@ -144,34 +141,6 @@ fn choose(
             thompson(counts, sums, cfg.prior_mean, cfg.prior_std, noise_std, &z)
         }
     }
-}
-
-/// One algorithm's results.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct AlgoResult {
-    /// Algorithm name.
-    pub name: String,
-    /// Offline suboptimality at each of the report's `offline_sizes` (None = not run offline).
-    pub offline_suboptimality: Option<Vec<MeanCi>>,
-    /// Online cumulative regret at each of the report's `online_steps` (None = offline only).
-    pub online_regret: Option<Vec<MeanCi>>,
-}
-
-/// A bandit comparison, as written to `bandit/<step>.json`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct BanditReport {
-    /// Training step of the evaluated DPT model (0 without DPT).
-    pub step: u64,
-    /// Held-out bandits.
-    pub bandits: usize,
-    /// Arms per bandit.
-    pub arms: usize,
-    /// Dataset sizes of the offline comparison.
-    pub offline_sizes: Vec<usize>,
-    /// Pull counts at which online regret is reported.
-    pub online_steps: Vec<usize>,
-    /// One entry per algorithm.
-    pub algorithms: Vec<AlgoResult>,
 }
 
 /// A trained in-context learner compared with the classic algorithms (DPT, whose module

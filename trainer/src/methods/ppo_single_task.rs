@@ -10,7 +10,7 @@
 //! 2. [`learn_task`] is CleanRL-style PPO: rollouts of `rollout_len` steps, GAE with episode
 //!    boundaries (truncation bootstraps from the critic's value of the final observation), then
 //!    `epochs` passes of the clipped loss over shuffled minibatches of steps.
-//! 3. The curve has the shared protocol's form ([`crate::eval::EvalResult`]): point k is the
+//! 3. The curve has the shared protocol's form ([`crate::results::EvalResult`]): point k is the
 //!    return of the k-th episode while learning, averaged over envs and then summarised over
 //!    (task, trial). It runs at least `steps_per_task` steps and until every env finished
 //!    `eval.episodes_per_trial` episodes.

@@ -34,9 +34,10 @@ use envs::Split;
 use sampler::{CollectStats, Policy, PolicyOutput, RolloutStorage, Sampler, SlotStreams};
 
 use crate::config::{Config, Rl2Config};
-use crate::eval::{self, EvalResult};
+use crate::eval;
 use crate::optim::Adam;
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
+use crate::results::EvalResult;
 use crate::run::checkpoint::{self, Checkpoint, TensorGroup};
 use crate::run::logging::Logger;
 use crate::run::{self, Run};

@@ -32,6 +32,6 @@ pub mod policy;
 pub mod train;
 
 pub use model::{dpt_loss, load_model, DptBatch, DptNet, HostBatch, ImageDpt};
-pub use offline::{offline, offline_contexts, offline_returns, OfflineResult, OFFLINE_DIR};
+pub use offline::{offline, offline_contexts, offline_returns};
 pub use policy::{evaluate_online, online_result, DptPolicy};
 pub use train::{train, TrainState};

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use envs::{BanditConfig, EnvConfig, ObsBatch, StepBatch};
@@ -15,45 +14,13 @@ use crate::config::{Config, DataConfig, DptConfig};
 use crate::data::{self, Layout, Record, RecordView};
 use crate::eval;
 use crate::methods::bandit::{self, BanditLearner};
+use crate::results::{OfflineResult, OFFLINE_DIR};
 use crate::run::logging::Logger;
 use crate::run::Run;
 use crate::stats::MeanCi;
 
 use super::model::{DptNet, HostBatch};
 use super::policy::{argmax, sample_logits};
-
-/// Sub-folder of a run holding offline evaluation results.
-pub const OFFLINE_DIR: &str = "offline";
-
-/// The result of an offline evaluation, as written to `offline/<step>.json`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct OfflineResult {
-    /// Training step of the evaluated model.
-    pub step: u64,
-    /// Environment name.
-    pub env: String,
-    /// Context generator of the fixed contexts.
-    pub context: String,
-    /// Held-out tasks.
-    pub tasks: usize,
-    /// Fixed contexts (tasks x contexts per task).
-    pub contexts: usize,
-    /// Contexts holding at least one rewarded transition (on Dark Room: the goal is in the
-    /// context; without one the model can only guess, which bounds the return).
-    #[serde(default)]
-    pub contexts_with_reward: usize,
-    /// One-episode return acting greedily, over the contexts.
-    pub greedy: MeanCi,
-    /// One-episode return sampling from the model at temperature 1.
-    pub sampled: MeanCi,
-    /// Return of the transitions in each context, per episode-length of transitions
-    /// (reward sum x horizon / context length): what the dataset itself scores.
-    pub dataset: MeanCi,
-    /// Greedy returns per context.
-    pub greedy_returns: Vec<f64>,
-    /// Sampled returns per context.
-    pub sampled_returns: Vec<f64>,
-}
 
 /// Fixed offline contexts from the held-out tasks: the data section's generator with
 /// `offline_contexts_per_task` records per task.

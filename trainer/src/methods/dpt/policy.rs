@@ -11,7 +11,8 @@ use sampler::{Policy, PolicyOutput, RolloutStorage, Sampler, SlotStreams};
 
 use crate::config::{Config, DptConfig, OnlineContext};
 use crate::data;
-use crate::eval::{self, EvalResult};
+use crate::eval;
+use crate::results::EvalResult;
 use crate::run::Run;
 
 use super::model::{DptNet, HostBatch};
