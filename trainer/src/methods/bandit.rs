@@ -459,6 +459,12 @@ pub fn check_sizes(bandit: &BanditConfig, cfg: &BanditBaselinesConfig) -> Result
     Ok(())
 }
 
+/// The seed of the bandit comparison of a run seeded `run_seed` (shared by the classic
+/// algorithms and DPT's comparison, so both see the same datasets and reward noise).
+pub fn comparison_seed(run_seed: u64) -> u64 {
+    run_seed ^ 0xBA4D
+}
+
 /// The `BanditBaselines` method: runs the comparison (no training) and saves a checkpoint
 /// holding only the state, so the run folder looks like every other.
 pub fn train(run: &mut Run, cfg: &BanditBaselinesConfig) -> Result<()> {
@@ -478,7 +484,14 @@ pub fn evaluate(run: &mut Run, cfg: &BanditBaselinesConfig) -> Result<PathBuf> {
     let bandit = env_bandit(run)?;
     check_sizes(&bandit, cfg)?;
     let tasks = crate::eval::eval_tasks(&run.config.env, &run.config.eval)?;
-    let report = compare(&bandit, cfg, &tasks, run.config.seed ^ 0xBA4D, 0, None)?;
+    let report = compare(
+        &bandit,
+        cfg,
+        &tasks,
+        comparison_seed(run.config.seed),
+        0,
+        None,
+    )?;
     write(run, &report)
 }
 

@@ -240,7 +240,7 @@ fn compare_with_dpt(
         bandit,
         &cmp,
         &tasks,
-        run.config.seed ^ 0xBA4D,
+        bandit::comparison_seed(run.config.seed),
         step,
         Some(&learner),
     )?;

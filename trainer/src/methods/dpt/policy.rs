@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use envs::EnvConfig;
 use sampler::{Policy, PolicyOutput, RolloutStorage, Sampler, SlotStreams};
 
 use crate::config::{Config, DptConfig, OnlineContext};
@@ -92,24 +91,22 @@ fn column<T: tch::kind::Element + Default + Clone>(
 }
 
 impl<'a> DptPolicy<'a> {
-    /// A policy for `num_envs` slots of `env`.
-    #[allow(clippy::too_many_arguments)]
+    /// A policy for `num_envs` slots of `cfg.env` acting as `cfg.eval` and `dpt` say (context
+    /// per `online_context`, at most `data.context_len` transitions), drawing from `seed`.
     pub fn new(
         model: &'a DptNet,
-        env: &EnvConfig,
-        mode: OnlineContext,
-        max_context: usize,
+        cfg: &Config,
+        dpt: &DptConfig,
         num_envs: usize,
-        greedy: bool,
         seed: u64,
         device: Device,
     ) -> Self {
-        let spec = env.spec();
+        let spec = cfg.env.spec();
         DptPolicy {
             model,
-            mode,
-            max_context,
-            greedy,
+            mode: dpt.online_context,
+            max_context: dpt.data.context_len,
+            greedy: cfg.eval.greedy,
             streams: SlotStreams::new(seed, num_envs),
             device,
             image: spec.image.map(|i| (i.height, i.width)),
@@ -286,8 +283,7 @@ pub fn evaluate_online(
     step: u64,
 ) -> Result<PathBuf> {
     let result = online_result(model, dpt, cfg, step, run.device)?;
-    let json = eval::write(&run.dir, &result)?;
-    eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+    let json = eval::publish(run, &result)?;
     let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
     let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
     eprintln!(
@@ -312,21 +308,12 @@ pub fn online_result(
         .flat_map(|&t| std::iter::repeat_n(t, cfg.eval.trials_per_task))
         .collect();
     let spec = cfg.env.spec();
-    let seed = cfg.seed ^ 0xE7A1_0000;
+    let seed = crate::run::seeds::eval_seed(cfg.seed);
     let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, trial_tasks.len(), seed)?;
     let max_steps = cfg.eval.episodes_per_trial * spec.horizon;
     let mut storage =
         RolloutStorage::with_next_obs(&spec, trial_tasks.len(), max_steps, Device::Cpu)?;
-    let mut policy = DptPolicy::new(
-        model,
-        &cfg.env,
-        dpt.online_context,
-        dpt.data.context_len,
-        trial_tasks.len(),
-        cfg.eval.greedy,
-        seed,
-        device,
-    );
+    let mut policy = DptPolicy::new(model, cfg, dpt, trial_tasks.len(), seed, device);
     let results = eval::run_trials(
         &mut sampler,
         &mut policy,

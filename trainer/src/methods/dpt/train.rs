@@ -1,19 +1,17 @@
 //! DPT pretraining: batches drawn by (seed, step) from the memory-mapped dataset, the
 //! cross-entropy at every context position, checkpoints and the final evaluations.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::nn::VarStore;
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 use crate::config::DptConfig;
 use crate::data::{self, RecordView};
 use crate::optim::{warmup_cosine, Adam};
-use crate::run::checkpoint::{self, TensorGroup};
 use crate::run::logging::Logger;
-use crate::run::{self, Run};
+use crate::run::{self, seeds, BadUpdateGuard, Run, Snapshot};
 
 use super::model::{dpt_loss, new_model, HostBatch};
 use super::offline::offline;
@@ -25,12 +23,11 @@ pub struct TrainState {
     /// Optimiser steps done.
     pub steps: u64,
     /// Consecutive steps with a non-finite loss.
-    pub bad_updates: u64,
+    pub bad_updates: BadUpdateGuard,
 }
 
-fn step_seed(seed: u64, step: u64) -> u64 {
-    envs::rng::mix64(seed ^ envs::rng::mix64(step.wrapping_add(0xD9_7000_0000)))
-}
+/// The salt of DPT's batch seeds ([`seeds::iteration_seed`]).
+const STEP_SALT: u64 = 0xD9_7000_0000;
 
 /// Trains DPT as configured in `run.config` with `dpt`.
 pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
@@ -41,12 +38,8 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
     let (mut vs, model) = new_model(&cfg, dpt, device)?;
     let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-8, dpt.weight_decay);
     let mut state = TrainState::default();
-    if let Some(ckpt) = run.resume_from.take() {
-        checkpoint::load_into_varstore(&mut vs, &ckpt, "")?;
-        opt.load_state(&ckpt.tensors)
-            .with_context(|| format!("{}: optimiser state", ckpt.path.display()))?;
-        state = serde_json::from_value(ckpt.meta.state.clone())
-            .with_context(|| format!("{}: trainer state", ckpt.path.display()))?;
+    if let Some((saved, _)) = run.restore(&mut vs, &mut opt)? {
+        state = saved;
         eprintln!("resuming {} at step {}", run.dir.display(), state.steps);
     }
     let image = cfg.env.spec().image.map(|i| (i.height, i.width));
@@ -61,7 +54,8 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
 
     while state.steps < dpt.steps {
         // --- one optimiser step on a batch drawn with a generator seeded by (seed, step) ---
-        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(cfg.seed, state.steps));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(seeds::iteration_seed(cfg.seed, STEP_SALT, state.steps));
         let views: Vec<RecordView<'_>> = (0..dpt.batch_size)
             .map(|_| dataset.record(rng.random_range(0..dataset.len())))
             .collect::<Result<_>>()?;
@@ -83,7 +77,6 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
             loss.backward();
             opt.clip_grad_norm(dpt.max_grad_norm);
             opt.step(lr);
-            state.bad_updates = 0;
             let _guard = tch::no_grad_guard();
             let last = logits
                 .select(1, dpt.data.context_len as i64)
@@ -95,19 +88,12 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
                 .double_value(&[]);
             loss_sum += value;
             n_sum += 1;
-        } else {
-            state.bad_updates += 1;
-            eprintln!(
-                "warning: step {}: non-finite loss, update skipped",
-                state.steps
-            );
-            anyhow::ensure!(
-                state.bad_updates < dpt.max_bad_updates as u64,
-                "stopping: {} consecutive steps with non-finite losses (max_bad_updates = {})",
-                state.bad_updates,
-                dpt.max_bad_updates
-            );
         }
+        let skipped = (!value.is_finite())
+            .then(|| format!("step {}: non-finite loss, update skipped", state.steps));
+        state
+            .bad_updates
+            .record(skipped, "steps", dpt.max_bad_updates)?;
         state.steps += 1;
         window_steps += 1;
         bar.set_position(state.steps);
@@ -151,38 +137,19 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
         if dpt.offline_eval_every > 0 && state.steps % dpt.offline_eval_every == 0 && !done {
             offline(run, &model, dpt, state.steps)?;
         }
-        let every = cfg.checkpoint.every_updates as u64;
-        if (every > 0 && state.steps % every == 0) || done || run::interrupted() {
-            save(run, &vs, &opt, &state)?;
-        }
-        if run::interrupted() {
-            run.logger.flush()?;
-            bar.abandon();
-            return Err(run::Interrupted {
-                step: state.steps,
-                dir: run.dir.clone(),
-            }
-            .into());
-        }
+        let snapshot = Snapshot {
+            step: state.steps,
+            model: &vs,
+            optimiser: &opt,
+            state: &state,
+        };
+        run.checkpoint_if_due(state.steps - 1..state.steps, done, &snapshot)?;
+        run.stop_if_interrupted(state.steps, &bar)?;
     }
     bar.finish_and_clear();
     offline(run, &model, dpt, state.steps)?;
     let json = evaluate_online(run, &model, dpt, &cfg, state.steps)?;
     eprintln!("online evaluation: {}", json.display());
     run.logger.flush()?;
-    Ok(())
-}
-
-fn save(run: &Run, vs: &VarStore, opt: &Adam, state: &TrainState) -> Result<()> {
-    let optim: Vec<(String, Tensor)> = opt
-        .state_tensors()
-        .into_iter()
-        .map(|(n, t)| (n.trim_start_matches("optim.").to_string(), t))
-        .collect();
-    let groups = [
-        TensorGroup::from_varstore("", vs),
-        TensorGroup::new("optim.", optim),
-    ];
-    run.save_checkpoint(state.steps, &groups, serde_json::to_value(state)?)?;
     Ok(())
 }
