@@ -340,14 +340,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 }
             };
+            let overrides = trainer::eval::EvalOverrides {
+                episodes: args.episodes,
+                trials: args.trials,
+                split,
+                greedy: args.greedy,
+                context: args.context,
+            };
             let path = trainer::evaluate_run(
                 &args.run_dir,
                 args.checkpoint.as_deref(),
-                args.episodes,
-                args.trials,
-                split,
-                args.greedy,
-                args.context,
+                &overrides,
                 args.device.as_deref(),
             )?;
             println!("{}", path.display());

@@ -45,10 +45,9 @@ use serde::{Deserialize, Serialize};
 use crate::sweep;
 use trainer::config::{self, Config, Method};
 use trainer::error::UsageError;
-use trainer::eval::{self, EvalResult};
-use trainer::methods::bandit::{BanditReport, BANDIT_DIR};
-use trainer::methods::dpt::{OfflineResult, OFFLINE_DIR};
+use trainer::eval;
 use trainer::plot::{self, Reference, Series};
+use trainer::results::{BanditReport, EvalResult, OfflineResult, BANDIT_DIR, OFFLINE_DIR};
 use trainer::stats::MeanCi;
 
 /// A references file (e.g. `experiments/references.ron`): published numbers to draw as
@@ -1306,12 +1305,12 @@ mod tests {
                 offline_sizes: vec![1, 10],
                 online_steps: vec![1, 50],
                 algorithms: vec![
-                    trainer::methods::bandit::AlgoResult {
+                    trainer::results::AlgoResult {
                         name: "DPT".into(),
                         offline_suboptimality: Some(vec![m(0.3), m(0.1)]),
                         online_regret: Some(vec![m(0.4), m(7.0)]),
                     },
-                    trainer::methods::bandit::AlgoResult {
+                    trainer::results::AlgoResult {
                         name: "LCB".into(),
                         offline_suboptimality: Some(vec![m(0.35), m(0.2)]),
                         online_regret: None,

@@ -43,9 +43,9 @@ mod worker;
 pub use bench::{bench_sampler, BenchPolicy, BenchSamplerOptions};
 pub use config::{SamplerConfig, SamplerMode};
 pub use policy::{obs_spec, ModelPolicy, Policy, PolicyOutput, RandomPolicy, SlotStreams};
-pub use sampler::{CollectStats, EpisodeStats, Sampler};
+pub use sampler::{CollectStats, Sampler};
 pub use storage::RolloutStorage;
-pub use worker::ShardBuilder;
+pub use worker::{EpisodeStats, ShardBuilder};
 
 /// Errors of the sampler. Bad input and faults are reported through this type (wrapped in
 /// `anyhow::Error` by the public functions), never by a panic.

@@ -6,8 +6,8 @@ use crate::ensure_invalid;
 use crate::policy::{Policy, PolicyOutput, SlotStreams};
 use crate::storage::{RawStorage, RolloutStorage};
 use crate::worker::{
-    build_shard, panic_message, recv_spin, worker_main, Cmd, Reply, Shard, ShardReport, SPIN,
-    START_LANE,
+    build_shard, panic_message, recv_spin, worker_main, Cmd, EpisodeStats, Reply, Shard,
+    ShardReport, SPIN, START_LANE,
 };
 use crate::SamplerError;
 use anyhow::Result;
@@ -21,27 +21,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::worker::ShardBuilder;
-
-/// One episode that ended during [`Sampler::collect`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct EpisodeStats {
-    /// Env slot (row of the storage).
-    pub slot: usize,
-    /// The slot's task.
-    pub task: TaskId,
-    /// Episode index within the trial (0 = first).
-    pub episode_index: usize,
-    /// Undiscounted return.
-    pub ret: f64,
-    /// Steps in the episode.
-    pub length: usize,
-    /// The episode ended in success (meaningful when the env spec's `has_success`).
-    pub success: bool,
-    /// The episode ended by termination (else by truncation).
-    pub terminated: bool,
-    /// Storage column of the episode's last step.
-    pub end_step: usize,
-}
 
 /// What one [`Sampler::collect`] call did.
 #[derive(Debug, Clone, Default, PartialEq)]

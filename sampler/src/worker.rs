@@ -5,7 +5,6 @@
 //! storage memory ([`RawStorage`]); shards own disjoint rows, so workers never contend.
 
 use crate::policy::{uniform_logprob, PolicyOutput, SlotStreams};
-use crate::sampler::EpisodeStats;
 use crate::storage::RawStorage;
 use crate::SamplerError;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -15,6 +14,27 @@ use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// One episode that ended during [`crate::Sampler::collect`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeStats {
+    /// Env slot (row of the storage).
+    pub slot: usize,
+    /// The slot's task.
+    pub task: TaskId,
+    /// Episode index within the trial (0 = first).
+    pub episode_index: usize,
+    /// Undiscounted return.
+    pub ret: f64,
+    /// Steps in the episode.
+    pub length: usize,
+    /// The episode ended in success (meaningful when the env spec's `has_success`).
+    pub success: bool,
+    /// The episode ended by termination (else by truncation).
+    pub terminated: bool,
+    /// Storage column of the episode's last step.
+    pub end_step: usize,
+}
 
 /// Builds the env slots `[first, first + count)` of the batch (see `envs::EnvConfig::build`).
 pub type ShardBuilder =

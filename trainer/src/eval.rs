@@ -7,71 +7,18 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 
 use agent::ActorCritic;
 use envs::{EnvConfig, Split};
-use sampler::{ModelPolicy, Policy, RolloutStorage, Sampler, SamplerConfig};
+use sampler::{ModelPolicy, Policy, RolloutStorage, Sampler};
 
-use crate::config::{EvalConfig, EvalSplit};
+use crate::config::{Config, EvalConfig, EvalSplit};
+use crate::error::UsageError;
 use crate::plot::{self, Series};
+use crate::results::{CurvePoint, EvalResult};
 use crate::run::logging::Logger;
+use crate::run::{seeds, Run};
 use crate::stats::MeanCi;
-
-/// One point of the in-context curve.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct CurvePoint {
-    /// Episode index within the trial (1-based, as plotted).
-    pub episode: usize,
-    /// Return of that episode over all trials.
-    pub ret: MeanCi,
-    /// Success rate of that episode (for envs that define success).
-    pub success: Option<MeanCi>,
-}
-
-/// An evaluation's result, as written to `eval/<step>.json`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct EvalResult {
-    /// Training step (env steps) of the evaluated policy.
-    pub step: u64,
-    /// Environment name.
-    pub env: String,
-    /// Method name.
-    pub method: String,
-    /// Task split evaluated.
-    pub split: EvalSplit,
-    /// Tasks evaluated.
-    pub tasks: usize,
-    /// Trials per task.
-    pub trials_per_task: usize,
-    /// Episodes per trial.
-    pub episodes_per_trial: usize,
-    /// Greedy (true) or sampled actions.
-    pub greedy: bool,
-    /// The in-context learning curve, one point per episode index.
-    pub curve: Vec<CurvePoint>,
-    /// Returns as `[trial][episode]`, trials ordered by task then trial, for reports.
-    pub returns: Vec<Vec<f64>>,
-    /// Empty for the config's own protocol; otherwise what differs (`greedy_t10`, ...), which
-    /// also names the files and the TensorBoard section.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub tag: String,
-}
-
-impl EvalResult {
-    /// Mean return of episodes `from..=to` (1-based, inclusive) per trial, summarised.
-    pub fn mean_over_episodes(&self, from: usize, to: usize) -> MeanCi {
-        let per_trial: Vec<f64> = self
-            .returns
-            .iter()
-            .map(|r| {
-                let span = &r[from - 1..to.min(r.len())];
-                span.iter().sum::<f64>() / span.len().max(1) as f64
-            })
-            .collect();
-        MeanCi::of(&per_trial)
-    }
-}
 
 /// The tasks evaluation runs on.
 pub fn eval_tasks(env: &EnvConfig, cfg: &EvalConfig) -> Result<Vec<envs::TaskId>> {
@@ -123,19 +70,17 @@ pub fn run_trials(
     Ok(results)
 }
 
-/// Evaluates an actor-critic transformer with the protocol; `context` is the trained
-/// context length (the KV cache slides past it).
-#[allow(clippy::too_many_arguments)]
+/// Evaluates an actor-critic transformer trained under `run_cfg` with its protocol
+/// (`run_cfg.eval`) at training step `step`; `context` is the trained context length (the KV
+/// cache slides past it).
 pub fn evaluate_actor_critic(
     model: &ActorCritic,
-    env: &EnvConfig,
-    cfg: &EvalConfig,
-    sampler_cfg: &SamplerConfig,
+    run_cfg: &Config,
     context: usize,
-    seed: u64,
     step: u64,
-    method: &str,
 ) -> Result<EvalResult> {
+    let (env, cfg, sampler_cfg) = (&run_cfg.env, &run_cfg.eval, &run_cfg.sampler);
+    let (seed, method) = (seeds::eval_seed(run_cfg.seed), run_cfg.method_name());
     let _guard = tch::no_grad_guard();
     let tasks = eval_tasks(env, cfg)?;
     let trial_tasks: Vec<envs::TaskId> = tasks
@@ -290,6 +235,14 @@ pub fn log(logger: &mut dyn Logger, result: &EvalResult, png: Option<&Path>) -> 
     Ok(())
 }
 
+/// Writes `result` into the run folder (`eval/<step>.json` and its plot) and logs it with the
+/// plot as an image; returns the JSON's path.
+pub fn publish(run: &mut Run, result: &EvalResult) -> Result<PathBuf> {
+    let json = write(&run.dir, result)?;
+    log(&mut run.logger, result, Some(&json.with_extension("png")))?;
+    Ok(json)
+}
+
 /// The evaluation JSON files of a run made with the config's own protocol (`<step>.json`,
 /// not the tagged ones of `icrl eval` with overrides), sorted by step.
 pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
@@ -318,6 +271,78 @@ pub fn list_steps(dir: &Path) -> Vec<PathBuf> {
 /// Reads one evaluation JSON file.
 pub fn read(path: &Path) -> Result<EvalResult> {
     crate::fsutil::read_json(path, "an evaluation result")
+}
+
+/// What `icrl eval` changes from a run's evaluation protocol (None and false keep the config's).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvalOverrides {
+    /// Episodes per trial.
+    pub episodes: Option<usize>,
+    /// Trials per task.
+    pub trials: Option<usize>,
+    /// Task split.
+    pub split: Option<EvalSplit>,
+    /// Act greedily.
+    pub greedy: bool,
+    /// KV-cache window in tokens.
+    pub context: Option<usize>,
+}
+
+impl EvalOverrides {
+    /// The protocol `trained` with these changes, tagged with what differs (so its files sit
+    /// beside the training-time ones); a usage error for zero episodes, trials or context.
+    pub fn apply(&self, trained: &EvalConfig) -> Result<EvalConfig> {
+        let mut now = trained.clone();
+        if let Some(e) = self.episodes {
+            now.episodes_per_trial = e;
+        }
+        if let Some(t) = self.trials {
+            now.trials_per_task = t;
+        }
+        if let Some(s) = self.split {
+            now.split = s;
+        }
+        now.greedy |= self.greedy;
+        if self.context.is_some() {
+            now.context_window = self.context;
+        }
+        now.tag = eval_tag(trained, &now);
+        if now.episodes_per_trial == 0 || now.trials_per_task == 0 || self.context == Some(0) {
+            return Err(
+                UsageError("--episodes, --trials and --context must be >= 1".into()).into(),
+            );
+        }
+        Ok(now)
+    }
+}
+
+/// What an `icrl eval` protocol changes from the config's (`greedy_t10_e40_train_ctx512`);
+/// empty when nothing does, so a plain `icrl eval` reproduces the training-time file.
+fn eval_tag(trained: &EvalConfig, now: &EvalConfig) -> String {
+    let mut parts = Vec::new();
+    if now.greedy != trained.greedy {
+        parts.push(if now.greedy {
+            "greedy".to_string()
+        } else {
+            "sampled".to_string()
+        });
+    }
+    if now.trials_per_task != trained.trials_per_task {
+        parts.push(format!("t{}", now.trials_per_task));
+    }
+    if now.episodes_per_trial != trained.episodes_per_trial {
+        parts.push(format!("e{}", now.episodes_per_trial));
+    }
+    if now.split != trained.split {
+        parts.push(format!("{:?}", now.split).to_lowercase());
+    }
+    if now.context_window != trained.context_window {
+        parts.push(match now.context_window {
+            Some(c) => format!("ctx{c}"),
+            None => "ctxtrained".to_string(),
+        });
+    }
+    parts.join("_")
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod methods;
 pub mod optim;
 pub mod plot;
 pub mod ppo_math;
+pub mod results;
 pub mod run;
 pub mod stats;
 
@@ -25,8 +26,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use config::{EvalSplit, Method};
+use config::Method;
 use error::UsageError;
+use eval::EvalOverrides;
 use methods::{ad, bandit, dpt, ppo_single_task, relic, rl2};
 use run::checkpoint;
 
@@ -42,72 +44,34 @@ pub fn train(run: &mut run::Run) -> anyhow::Result<()> {
     }
 }
 
-/// `icrl eval`: evaluates a run's checkpoint with the in-context protocol (overrides from the
-/// command line), writes `eval/<step>.json` and its plot, and returns the JSON's path.
-#[allow(clippy::too_many_arguments)]
+/// `icrl eval`: evaluates a run's checkpoint (the latest, or `checkpoint_path`) with the
+/// in-context protocol changed by `overrides`, writes `eval/<step>.json` and its plot, and
+/// returns the JSON's path.
 pub fn evaluate_run(
     run_dir: &Path,
     checkpoint_path: Option<&Path>,
-    episodes: Option<usize>,
-    trials: Option<usize>,
-    split: Option<EvalSplit>,
-    greedy: bool,
-    context: Option<usize>,
+    overrides: &EvalOverrides,
     device: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
     let mut run = run::Run::resume(run_dir, device)?;
-    let ckpt = match checkpoint_path {
-        Some(p) => checkpoint::load(p)?,
-        None => run.resume_from.take().with_context(|| {
-            UsageError(format!(
-                "{}: the run has no checkpoint yet",
-                run_dir.display()
-            ))
-        })?,
-    };
+    let ckpt = checkpoint_to_evaluate(&mut run, checkpoint_path)?;
     let mut cfg = run.config.clone();
-    if let Some(e) = episodes {
-        cfg.eval.episodes_per_trial = e;
-    }
-    if let Some(t) = trials {
-        cfg.eval.trials_per_task = t;
-    }
-    if let Some(s) = split {
-        cfg.eval.split = s;
-    }
-    cfg.eval.greedy |= greedy;
-    if context.is_some() {
-        cfg.eval.context_window = context;
-    }
-    cfg.eval.tag = eval_tag(&run.config.eval, &cfg.eval);
-    if cfg.eval.episodes_per_trial == 0 || cfg.eval.trials_per_task == 0 || context == Some(0) {
-        return Err(UsageError("--episodes, --trials and --context must be >= 1".into()).into());
-    }
+    cfg.eval = overrides.apply(&run.config.eval)?;
     let spec = cfg.env.spec();
     match &cfg.method {
         Method::Relic(ppo) => {
             let mut vs = tch::nn::VarStore::new(run.device);
             let model = agent::ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec))?;
             checkpoint::load_into_varstore(&mut vs, &ckpt, "")?;
-            let result = eval::evaluate_actor_critic(
-                &model,
-                &cfg.env,
-                &cfg.eval,
-                &cfg.sampler,
-                ppo.rollout_len,
-                cfg.seed ^ 0xE7A1_0000,
-                ckpt.meta.step,
-                cfg.method_name(),
-            )?;
-            let json = eval::write(&run.dir, &result)?;
-            eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+            let result =
+                eval::evaluate_actor_critic(&model, &cfg, ppo.rollout_len, ckpt.meta.step)?;
+            let json = eval::publish(&mut run, &result)?;
             Ok(json)
         }
         Method::Dpt(dpt) => {
             let (_vs, model) = dpt::load_model(&cfg, dpt, &ckpt, run.device)?;
             let result = dpt::online_result(&model, dpt, &cfg, ckpt.meta.step, run.device)?;
-            let json = eval::write(&run.dir, &result)?;
-            eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+            let json = eval::publish(&mut run, &result)?;
             Ok(json)
         }
         Method::BanditBaselines(c) => bandit::evaluate(&mut run, c),
@@ -115,35 +79,6 @@ pub fn evaluate_run(
         Method::PpoTask(c) => ppo_single_task::evaluate(&mut run, &cfg, c),
         Method::Ad(c) => ad::evaluate_checkpoint(&mut run, &cfg, c, &ckpt),
     }
-}
-
-/// What an `icrl eval` protocol changes from the config's (`greedy_t10_e40_train_ctx512`);
-/// empty when nothing does, so a plain `icrl eval` reproduces the training-time file.
-fn eval_tag(trained: &config::EvalConfig, now: &config::EvalConfig) -> String {
-    let mut parts = Vec::new();
-    if now.greedy != trained.greedy {
-        parts.push(if now.greedy {
-            "greedy".to_string()
-        } else {
-            "sampled".to_string()
-        });
-    }
-    if now.trials_per_task != trained.trials_per_task {
-        parts.push(format!("t{}", now.trials_per_task));
-    }
-    if now.episodes_per_trial != trained.episodes_per_trial {
-        parts.push(format!("e{}", now.episodes_per_trial));
-    }
-    if now.split != trained.split {
-        parts.push(format!("{:?}", now.split).to_lowercase());
-    }
-    if now.context_window != trained.context_window {
-        parts.push(match now.context_window {
-            Some(c) => format!("ctx{c}"),
-            None => "ctxtrained".to_string(),
-        });
-    }
-    parts.join("_")
 }
 
 /// `icrl eval --offline`: DPT's offline evaluation of a run's checkpoint (fixed contexts from
@@ -156,15 +91,7 @@ pub fn evaluate_run_offline(
     device: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
     let mut run = run::Run::resume(run_dir, device)?;
-    let ckpt = match checkpoint_path {
-        Some(p) => checkpoint::load(p)?,
-        None => run.resume_from.take().with_context(|| {
-            UsageError(format!(
-                "{}: the run has no checkpoint yet",
-                run_dir.display()
-            ))
-        })?,
-    };
+    let ckpt = checkpoint_to_evaluate(&mut run, checkpoint_path)?;
     let cfg = run.config.clone();
     match &cfg.method {
         Method::Dpt(dpt) => {
@@ -184,5 +111,21 @@ pub fn evaluate_run_offline(
             cfg.method_name()
         ))
         .into()),
+    }
+}
+
+/// The checkpoint `icrl eval` evaluates: `path` when given, else the run's latest.
+fn checkpoint_to_evaluate(
+    run: &mut run::Run,
+    path: Option<&Path>,
+) -> anyhow::Result<run::checkpoint::Checkpoint> {
+    match path {
+        Some(p) => Ok(checkpoint::load(p)?),
+        None => run.resume_from.take().with_context(|| {
+            UsageError(format!(
+                "{}: the run has no checkpoint yet",
+                run.dir.display()
+            ))
+        }),
     }
 }

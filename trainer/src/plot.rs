@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-use crate::eval::CurvePoint;
+use crate::results::CurvePoint;
 
 /// One line of a plot: y (with a band of +-ci) against x.
 #[derive(Clone, Debug)]

@@ -3,6 +3,8 @@
 
 use tch::{Kind, Tensor};
 
+use crate::config::{PpoConfig, PpoCore};
+
 /// How returns flow across episode boundaries inside a trial.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Boundaries {
@@ -15,26 +17,54 @@ pub enum Boundaries {
     Episode,
 }
 
-/// Generalised advantage estimation for `B` sequences of `T` steps.
-///
-/// `rewards`, `terminated`, `truncated`: `[B][T]` row-major. `values`: `[B][T + 1]`; column `T`
-/// is the bootstrap value of the observation after the last step (the trial continues past
-/// the collected prefix). `final_values`: `[B][T]`, the value of the last observation of an
-/// episode that was truncated at that step (only read with [`Boundaries::Episode`]).
-/// Returns `(advantages, returns)`, each `[B][T]`, with returns = advantages + values.
-#[allow(clippy::too_many_arguments)]
-pub fn gae(
-    b: usize,
-    t: usize,
-    rewards: &[f32],
-    values: &[f32],
-    terminated: &[bool],
-    truncated: &[bool],
-    final_values: Option<&[f32]>,
-    boundaries: Boundaries,
-    gamma: f32,
-    lambda: f32,
-) -> (Vec<f32>, Vec<f32>) {
+/// `B` sequences of `T` steps, the input of [`gae`]; every slice is row-major.
+pub struct Steps<'a> {
+    /// Sequences (B).
+    pub b: usize,
+    /// Steps per sequence (T).
+    pub t: usize,
+    /// `[B][T]`.
+    pub rewards: &'a [f32],
+    /// `[B][T + 1]`; column `T` is the bootstrap value of the observation after the last step
+    /// (the trial continues past the collected prefix).
+    pub values: &'a [f32],
+    /// `[B][T]`.
+    pub terminated: &'a [bool],
+    /// `[B][T]`.
+    pub truncated: &'a [bool],
+    /// `[B][T]`: the value of the last observation of an episode that was truncated at that
+    /// step (only read with [`Boundaries::Episode`]).
+    pub final_values: Option<&'a [f32]>,
+}
+
+/// The discounting of [`gae`].
+#[derive(Clone, Copy, Debug)]
+pub struct GaeParams {
+    /// How returns flow across episode ends.
+    pub boundaries: Boundaries,
+    /// Discount factor.
+    pub gamma: f32,
+    /// GAE's lambda.
+    pub lambda: f32,
+}
+
+/// Generalised advantage estimation over `steps`. Returns `(advantages, returns)`, each
+/// `[B][T]`, with returns = advantages + values.
+pub fn gae(steps: &Steps<'_>, params: GaeParams) -> (Vec<f32>, Vec<f32>) {
+    let Steps {
+        b,
+        t,
+        rewards,
+        values,
+        terminated,
+        truncated,
+        final_values,
+    } = *steps;
+    let GaeParams {
+        boundaries,
+        gamma,
+        lambda,
+    } = params;
     assert_eq!(rewards.len(), b * t, "rewards must be [B, T]");
     assert_eq!(values.len(), b * (t + 1), "values must be [B, T + 1]");
     assert_eq!(terminated.len(), b * t);
@@ -102,19 +132,61 @@ pub struct PpoLossConfig {
     pub normalize_advantages: bool,
 }
 
-/// The clipped PPO loss (the tensors are named as in the PPO paper's objective). `logits` `[N, A]`, `actions` `[N]` i64, `old_logprob`, `advantages`,
-/// `returns`, `old_values`, `values` `[N]` f32.
-#[allow(clippy::too_many_arguments)]
-pub fn ppo_loss(
-    cfg: &PpoLossConfig,
-    logits: &Tensor,
-    actions: &Tensor,
-    old_logprob: &Tensor,
-    advantages: &Tensor,
-    returns: &Tensor,
-    old_values: &Tensor,
-    values: &Tensor,
-) -> PpoLoss {
+impl From<&PpoConfig> for PpoLossConfig {
+    fn from(ppo: &PpoConfig) -> Self {
+        PpoLossConfig {
+            clip: ppo.clip,
+            value_clip: ppo.value_clip,
+            value_coef: ppo.value_coef,
+            entropy_coef: ppo.entropy_coef,
+            normalize_advantages: ppo.normalize_advantages,
+        }
+    }
+}
+
+/// The baselines' PPO settings have no value clipping.
+impl From<&PpoCore> for PpoLossConfig {
+    fn from(ppo: &PpoCore) -> Self {
+        PpoLossConfig {
+            clip: ppo.clip,
+            value_clip: None,
+            value_coef: ppo.value_coef,
+            entropy_coef: ppo.entropy_coef,
+            normalize_advantages: ppo.normalize_advantages,
+        }
+    }
+}
+
+/// One minibatch of [`ppo_loss`] (the tensors are named as in the PPO paper's objective):
+/// `logits` `[N, A]`, `actions` `[N]` i64, the rest `[N]` f32.
+pub struct PpoBatch<'a> {
+    /// The new policy's logits.
+    pub logits: &'a Tensor,
+    /// The actions taken.
+    pub actions: &'a Tensor,
+    /// Their log-probabilities under the behaviour policy.
+    pub old_logprob: &'a Tensor,
+    /// Advantages.
+    pub advantages: &'a Tensor,
+    /// Returns (value targets).
+    pub returns: &'a Tensor,
+    /// Values when the data was collected (for value clipping).
+    pub old_values: &'a Tensor,
+    /// The new values.
+    pub values: &'a Tensor,
+}
+
+/// The clipped PPO loss of one minibatch.
+pub fn ppo_loss(cfg: &PpoLossConfig, batch: &PpoBatch<'_>) -> PpoLoss {
+    let PpoBatch {
+        logits,
+        actions,
+        old_logprob,
+        advantages,
+        returns,
+        old_values,
+        values,
+    } = *batch;
     let log_probs = logits.log_softmax(-1, Kind::Float);
     let new_logprob = log_probs
         .gather(-1, &actions.unsqueeze(-1), false)
@@ -209,16 +281,20 @@ mod tests {
         let truncated = [false, true, false];
         let (g, l) = (0.9f32, 0.8f32);
         let (adv, ret) = gae(
-            1,
-            3,
-            &rewards,
-            &values,
-            &terminated,
-            &truncated,
-            None,
-            Boundaries::Trial,
-            g,
-            l,
+            &Steps {
+                b: 1,
+                t: 3,
+                rewards: &rewards,
+                values: &values,
+                terminated: &terminated,
+                truncated: &truncated,
+                final_values: None,
+            },
+            GaeParams {
+                boundaries: Boundaries::Trial,
+                gamma: g,
+                lambda: l,
+            },
         );
         // Hand computation, from the back.
         let d2 = 2.0 + g * 0.2 - 0.3;
@@ -242,16 +318,20 @@ mod tests {
         let final_values = [0.0, 0.0, 0.0, 0.0, 1.5, 0.0];
         let (g, l) = (0.9f32, 0.5f32);
         let (adv, _) = gae(
-            2,
-            3,
-            &rewards,
-            &values,
-            &terminated,
-            &truncated,
-            Some(&final_values),
-            Boundaries::Episode,
-            g,
-            l,
+            &Steps {
+                b: 2,
+                t: 3,
+                rewards: &rewards,
+                values: &values,
+                terminated: &terminated,
+                truncated: &truncated,
+                final_values: Some(&final_values),
+            },
+            GaeParams {
+                boundaries: Boundaries::Episode,
+                gamma: g,
+                lambda: l,
+            },
         );
         // Env 0: steps 1..2 bootstrap normally; step 0 is terminal.
         let e0_d2 = 0.0 + g * 0.7 - 0.3;
@@ -265,16 +345,20 @@ mod tests {
         close(&adv, &[e0_a0, e0_a1, e0_d2, e1_a0, e1_a1, e1_a2]);
         // Without final values a truncation is treated as terminal.
         let (adv, _) = gae(
-            2,
-            3,
-            &rewards,
-            &values,
-            &terminated,
-            &truncated,
-            None,
-            Boundaries::Episode,
-            g,
-            l,
+            &Steps {
+                b: 2,
+                t: 3,
+                rewards: &rewards,
+                values: &values,
+                terminated: &terminated,
+                truncated: &truncated,
+                final_values: None,
+            },
+            GaeParams {
+                boundaries: Boundaries::Episode,
+                gamma: g,
+                lambda: l,
+            },
         );
         assert!((adv[4] - (1.0 - 0.6)).abs() < 1e-6);
     }
@@ -299,13 +383,15 @@ mod tests {
         let values = Tensor::from_slice(&[0.5f32, 1.0]);
         let loss = ppo_loss(
             &cfg,
-            &logits,
-            &actions,
-            &old_logprob,
-            &advantages,
-            &returns,
-            &values,
-            &values,
+            &PpoBatch {
+                logits: &logits,
+                actions: &actions,
+                old_logprob: &old_logprob,
+                advantages: &advantages,
+                returns: &returns,
+                old_values: &values,
+                values: &values,
+            },
         );
         // Surrogates: min(2 * 1, 1.2 * 1) = 1.2; min(1 * -2, 1 * -2) = -2 -> policy = -(1.2 - 2) / 2 = 0.4.
         assert!((loss.policy - 0.4).abs() < 1e-5, "{}", loss.policy);
@@ -337,13 +423,15 @@ mod tests {
         // Old value 0, new value 1, return 1: unclipped error 0, clipped (0.1) error 0.81.
         let loss = ppo_loss(
             &cfg,
-            &logits,
-            &actions,
-            &old_logprob,
-            &zero,
-            &Tensor::from_slice(&[1.0f32]),
-            &zero,
-            &Tensor::from_slice(&[1.0f32]),
+            &PpoBatch {
+                logits: &logits,
+                actions: &actions,
+                old_logprob: &old_logprob,
+                advantages: &zero,
+                returns: &Tensor::from_slice(&[1.0f32]),
+                old_values: &zero,
+                values: &Tensor::from_slice(&[1.0f32]),
+            },
         );
         assert!((loss.value - 0.5 * 0.81).abs() < 1e-6, "{}", loss.value);
     }

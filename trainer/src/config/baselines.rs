@@ -227,10 +227,8 @@ impl Default for DptConfig {
     }
 }
 
-/// Shared checks of the supervised optimiser settings.
-#[allow(clippy::too_many_arguments)]
-fn check_supervised(
-    p: &mut Problems,
+/// The supervised optimiser settings DPT and AD share, for their common checks.
+struct SupervisedSettings {
     steps: u64,
     batch: usize,
     lr: f64,
@@ -238,7 +236,19 @@ fn check_supervised(
     wd: f64,
     clip: f64,
     bad: usize,
-) {
+}
+
+/// Shared checks of the supervised optimiser settings.
+fn check_supervised(p: &mut Problems, s: SupervisedSettings) {
+    let SupervisedSettings {
+        steps,
+        batch,
+        lr,
+        final_lr,
+        wd,
+        clip,
+        bad,
+    } = s;
     p.at_least("steps", steps, 1);
     p.at_least("batch_size", batch as u64, 1);
     p.positive("lr", lr);
@@ -256,13 +266,15 @@ impl Validate for DptConfig {
         p.nest("data", self.data.validate());
         check_supervised(
             &mut p,
-            self.steps,
-            self.batch_size,
-            self.lr,
-            self.final_lr,
-            self.weight_decay,
-            self.max_grad_norm,
-            self.max_bad_updates,
+            SupervisedSettings {
+                steps: self.steps,
+                batch: self.batch_size,
+                lr: self.lr,
+                final_lr: self.final_lr,
+                wd: self.weight_decay,
+                clip: self.max_grad_norm,
+                bad: self.max_bad_updates,
+            },
         );
         p.at_least(
             "offline_contexts_per_task",
@@ -338,13 +350,15 @@ impl Validate for AdConfig {
         p.nest("data", self.data.validate());
         check_supervised(
             &mut p,
-            self.steps,
-            self.batch_size,
-            self.lr,
-            self.final_lr,
-            self.weight_decay,
-            self.max_grad_norm,
-            self.max_bad_updates,
+            SupervisedSettings {
+                steps: self.steps,
+                batch: self.batch_size,
+                lr: self.lr,
+                final_lr: self.final_lr,
+                wd: self.weight_decay,
+                clip: self.max_grad_norm,
+                bad: self.max_bad_updates,
+            },
         );
         p.at_least("window", self.window as u64, 1);
         if self.data.context != ContextKind::LearningHistory {

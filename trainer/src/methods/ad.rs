@@ -21,7 +21,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -34,9 +34,9 @@ use crate::config::{AdConfig, Config};
 use crate::data::{self, Dataset, RecordView, FLAG_START};
 use crate::eval;
 use crate::optim::{warmup_cosine, Adam};
-use crate::run::checkpoint::{self, Checkpoint, TensorGroup};
+use crate::run::checkpoint::{self, Checkpoint};
 use crate::run::logging::Logger;
-use crate::run::{self, Run};
+use crate::run::{self, seeds, BadUpdateGuard, Run, Snapshot};
 
 /// Counters that make a run resumable, saved in every checkpoint.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -44,7 +44,7 @@ pub struct TrainState {
     /// Optimiser steps done.
     pub steps: u64,
     /// Consecutive steps with a non-finite loss.
-    pub bad_updates: u64,
+    pub bad_updates: BadUpdateGuard,
 }
 
 /// `batch` windows as (record, first step): the record uniform, the start uniform over the
@@ -138,9 +138,8 @@ pub fn window_batch(
     )
 }
 
-fn step_seed(seed: u64, step: u64) -> u64 {
-    envs::rng::mix64(seed ^ envs::rng::mix64(step.wrapping_add(0x0AD0_0000_0000)))
-}
+/// The salt of AD's batch seeds ([`seeds::iteration_seed`]).
+const STEP_SALT: u64 = 0x0AD0_0000_0000;
 
 fn build(cfg: &Config, device: Device) -> Result<(VarStore, ActorCritic)> {
     let vs = VarStore::new(device);
@@ -152,18 +151,13 @@ fn build(cfg: &Config, device: Device) -> Result<(VarStore, ActorCritic)> {
 pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
     let cfg = run.config.clone();
     let device = run.device;
-    let dataset: Dataset =
-        data::ensure(&cfg.env, &ad.data, &crate::methods::dpt::runs_dir(&run.dir))?;
+    let dataset: Dataset = data::ensure(&cfg.env, &ad.data, &crate::run::dir::runs_dir(&run.dir))?;
     tch::manual_seed(cfg.seed as i64);
     let (mut vs, model) = build(&cfg, device)?;
     let mut opt = Adam::new(&vs, 0.9, 0.99, 1e-8, ad.weight_decay);
     let mut state = TrainState::default();
-    if let Some(ckpt) = run.resume_from.take() {
-        checkpoint::load_into_varstore(&mut vs, &ckpt, "")?;
-        opt.load_state(&ckpt.tensors)
-            .with_context(|| format!("{}: optimiser state", ckpt.path.display()))?;
-        state = serde_json::from_value(ckpt.meta.state.clone())
-            .with_context(|| format!("{}: trainer state", ckpt.path.display()))?;
+    if let Some((saved, _)) = run.restore(&mut vs, &mut opt)? {
+        state = saved;
         eprintln!("resuming {} at step {}", run.dir.display(), state.steps);
     }
     let image = cfg.env.spec().image.map(|i| (i.height, i.width));
@@ -175,7 +169,8 @@ pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
     let (mut loss_sum, mut n_sum, mut window_steps) = (0.0, 0u64, 0u64);
     let mut window_start = std::time::Instant::now();
     while state.steps < ad.steps {
-        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(cfg.seed, state.steps));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(seeds::iteration_seed(cfg.seed, STEP_SALT, state.steps));
         let picks = sample_windows(
             &mut rng,
             dataset.len(),
@@ -207,22 +202,14 @@ pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
             loss.backward();
             opt.clip_grad_norm(ad.max_grad_norm);
             opt.step(lr);
-            state.bad_updates = 0;
             loss_sum += value;
             n_sum += 1;
-        } else {
-            state.bad_updates += 1;
-            eprintln!(
-                "warning: step {}: non-finite loss, update skipped",
-                state.steps
-            );
-            anyhow::ensure!(
-                state.bad_updates < ad.max_bad_updates as u64,
-                "stopping: {} consecutive steps with non-finite losses (max_bad_updates = {})",
-                state.bad_updates,
-                ad.max_bad_updates
-            );
         }
+        let skipped = (!value.is_finite())
+            .then(|| format!("step {}: non-finite loss, update skipped", state.steps));
+        state
+            .bad_updates
+            .record(skipped, "steps", ad.max_bad_updates)?;
         state.steps += 1;
         window_steps += 1;
         bar.set_position(state.steps);
@@ -255,38 +242,19 @@ pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
             (loss_sum, n_sum, window_steps) = (0.0, 0, 0);
             window_start = std::time::Instant::now();
         }
-        let every = cfg.checkpoint.every_updates as u64;
-        if (every > 0 && state.steps % every == 0) || done || run::interrupted() {
-            save(run, &vs, &opt, &state)?;
-        }
-        if run::interrupted() {
-            run.logger.flush()?;
-            bar.abandon();
-            return Err(run::Interrupted {
-                step: state.steps,
-                dir: run.dir.clone(),
-            }
-            .into());
-        }
+        let snapshot = Snapshot {
+            step: state.steps,
+            model: &vs,
+            optimiser: &opt,
+            state: &state,
+        };
+        run.checkpoint_if_due(state.steps - 1..state.steps, done, &snapshot)?;
+        run.stop_if_interrupted(state.steps, &bar)?;
     }
     bar.finish_and_clear();
     let json = evaluate(run, &model, ad, &cfg, state.steps)?;
     eprintln!("online evaluation: {}", json.display());
     run.logger.flush()?;
-    Ok(())
-}
-
-fn save(run: &Run, vs: &VarStore, opt: &Adam, state: &TrainState) -> Result<()> {
-    let optim: Vec<(String, Tensor)> = opt
-        .state_tensors()
-        .into_iter()
-        .map(|(n, t)| (n.trim_start_matches("optim.").to_string(), t))
-        .collect();
-    let groups = [
-        TensorGroup::from_varstore("", vs),
-        TensorGroup::new("optim.", optim),
-    ];
-    run.save_checkpoint(state.steps, &groups, serde_json::to_value(state)?)?;
     Ok(())
 }
 
@@ -297,18 +265,8 @@ fn evaluate(
     cfg: &Config,
     step: u64,
 ) -> Result<PathBuf> {
-    let result = eval::evaluate_actor_critic(
-        model,
-        &cfg.env,
-        &cfg.eval,
-        &cfg.sampler,
-        ad.window,
-        cfg.seed ^ 0xE7A1_0000,
-        step,
-        cfg.method_name(),
-    )?;
-    let json = eval::write(&run.dir, &result)?;
-    eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+    let result = eval::evaluate_actor_critic(model, cfg, ad.window, step)?;
+    let json = eval::publish(run, &result)?;
     let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
     let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
     eprintln!(

@@ -21,21 +21,17 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use envs::BanditConfig;
 
-use crate::config::{BanditAlgo, BanditBaselinesConfig, ContextKind, DataConfig, DptConfig};
-use crate::data::{self, Layout, Record, RecordView};
-use crate::methods::dpt::{DptNet, HostBatch};
+use crate::config::{BanditAlgo, BanditBaselinesConfig, ContextKind, DataConfig};
+use crate::data::{self, Record};
 use crate::plot::{self, Series};
+use crate::results::{AlgoResult, BanditReport, BANDIT_DIR};
 use crate::run::logging::Logger;
 use crate::run::Run;
 use crate::stats::MeanCi;
-
-/// Sub-folder of a run holding bandit comparisons.
-pub const BANDIT_DIR: &str = "bandit";
 
 fn means_of(counts: &[u32], sums: &[f64]) -> Vec<f64> {
     counts
@@ -147,40 +143,14 @@ fn choose(
     }
 }
 
-/// One algorithm's results.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct AlgoResult {
-    /// Algorithm name.
-    pub name: String,
-    /// Offline suboptimality at each of the report's `offline_sizes` (None = not run offline).
-    pub offline_suboptimality: Option<Vec<MeanCi>>,
-    /// Online cumulative regret at each of the report's `online_steps` (None = offline only).
-    pub online_regret: Option<Vec<MeanCi>>,
-}
-
-/// A bandit comparison, as written to `bandit/<step>.json`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct BanditReport {
-    /// Training step of the evaluated DPT model (0 without DPT).
-    pub step: u64,
-    /// Held-out bandits.
-    pub bandits: usize,
-    /// Arms per bandit.
-    pub arms: usize,
-    /// Dataset sizes of the offline comparison.
-    pub offline_sizes: Vec<usize>,
-    /// Pull counts at which online regret is reported.
-    pub online_steps: Vec<usize>,
-    /// One entry per algorithm.
-    pub algorithms: Vec<AlgoResult>,
-}
-
-/// DPT as a bandit learner, for the comparison.
-pub struct DptLearner<'a> {
-    /// The trained model.
-    pub model: &'a DptNet,
-    /// Its device.
-    pub device: Device,
+/// A trained in-context learner compared with the classic algorithms (DPT, whose module
+/// implements this): it reads a batch of pull histories and scores the arms.
+pub trait BanditLearner {
+    /// The learner's row name in the report.
+    fn name(&self) -> &str;
+    /// Logits `[n, t + 1, arms]` on the CPU for `records` (each `t` pulls long, the query
+    /// the constant state): position j scores the arms after the first j pulls.
+    fn logits(&self, records: &[Record], t: usize, arms: usize) -> Result<Tensor>;
 }
 
 /// The held-out bandits and their fixed offline datasets (the training generator, one
@@ -207,28 +177,6 @@ fn summarise_rows(rows: &[Vec<f64>], k: usize) -> Vec<MeanCi> {
         .collect()
 }
 
-/// DPT's logits for a batch of contexts `[n, T + 1, A]` (vector model).
-fn dpt_logits(dpt: &DptLearner<'_>, records: &[Record], t: usize, arms: usize) -> Result<Tensor> {
-    let l = Layout { s: 1, i: 0, t };
-    let mut bytes = Vec::with_capacity(records.len() * l.bytes());
-    for r in records {
-        anyhow::ensure!(r.reward.len() == t, "context length mismatch");
-        r.encode(&l, &mut bytes)?;
-    }
-    let views: Vec<RecordView<'_>> = bytes
-        .chunks_exact(l.bytes())
-        .map(|c| RecordView::new(c, l))
-        .collect();
-    let batch = HostBatch::from_records(&views, None).to_tensors(None, dpt.device);
-    let logits = dpt.model.forward(&batch, false)?;
-    anyhow::ensure!(
-        logits.size()[2] == arms as i64,
-        "the model has {} actions, the bandit {arms} arms",
-        logits.size()[2]
-    );
-    Ok(logits.to_device(Device::Cpu))
-}
-
 /// Runs the comparison on the held-out bandits (see the module docs).
 pub fn compare(
     bandit: &BanditConfig,
@@ -236,7 +184,7 @@ pub fn compare(
     eval_tasks: &[envs::TaskId],
     seed: u64,
     step: u64,
-    dpt: Option<&DptLearner<'_>>,
+    learner: Option<&dyn BanditLearner>,
 ) -> Result<BanditReport> {
     let _guard = tch::no_grad_guard();
     let env = envs::EnvConfig::Bandit(bandit.clone());
@@ -320,13 +268,13 @@ pub fn compare(
         });
     }
 
-    if let Some(dpt) = dpt {
+    if let Some(learner) = learner {
         // Offline: one forward over each fixed dataset; the prediction after n pulls is read
         // at position n; greedy.
         let t = records.first().map_or(0, |r| r.reward.len());
         let mut rows = vec![Vec::with_capacity(sizes.len()); n];
         for (chunk_i, chunk) in records.chunks(50).enumerate() {
-            let logits = dpt_logits(dpt, chunk, t, k)?;
+            let logits = learner.logits(chunk, t, k)?;
             for &size in &sizes {
                 let picks: Vec<i64> = Vec::try_from(
                     logits
@@ -356,7 +304,7 @@ pub fn compare(
         let mut rng = ChaCha8Rng::seed_from_u64(envs::rng::mix64(seed ^ 0xD9_7B));
         #[allow(clippy::needless_range_loop)]
         for t in 0..horizon {
-            let logits = dpt_logits(dpt, &ctx, t, k)?.select(1, t as i64);
+            let logits = learner.logits(&ctx, t, k)?.select(1, t as i64);
             let probs: Vec<f32> =
                 Vec::try_from(logits.softmax(-1, Kind::Float).contiguous().view(-1))?;
             for b in 0..n {
@@ -382,7 +330,7 @@ pub fn compare(
         algorithms.insert(
             0,
             AlgoResult {
-                name: "DPT".into(),
+                name: learner.name().to_string(),
                 offline_suboptimality: Some(offline),
                 online_regret: Some(summarise_rows(&rows, online_steps.len())),
             },
@@ -499,7 +447,8 @@ fn env_bandit(run: &Run) -> Result<BanditConfig> {
     }
 }
 
-fn check_sizes(bandit: &BanditConfig, cfg: &BanditBaselinesConfig) -> Result<()> {
+/// Refuses offline dataset sizes longer than the bandit's horizon.
+pub fn check_sizes(bandit: &BanditConfig, cfg: &BanditBaselinesConfig) -> Result<()> {
     if let Some(&n) = cfg.offline_sizes.iter().find(|&&n| n > bandit.horizon) {
         return Err(crate::error::UsageError(format!(
             "offline_sizes: {n} exceeds the bandit horizon {}",
@@ -510,40 +459,10 @@ fn check_sizes(bandit: &BanditConfig, cfg: &BanditBaselinesConfig) -> Result<()>
     Ok(())
 }
 
-/// The comparison with a trained DPT model (called by DPT's offline evaluation on bandits).
-pub fn compare_with_dpt(
-    run: &mut Run,
-    model: &DptNet,
-    bandit: &BanditConfig,
-    dpt: &DptConfig,
-    step: u64,
-) -> Result<PathBuf> {
-    let mut cmp = dpt.bandit_comparison.clone();
-    check_sizes(bandit, &cmp)?;
-    // DPT reads at most `context_len` pulls.
-    cmp.offline_sizes.retain(|&n| n <= dpt.data.context_len);
-    if cmp.offline_sizes.is_empty() {
-        cmp.offline_sizes.push(dpt.data.context_len);
-    }
-    let online = cmp
-        .online_steps
-        .unwrap_or(bandit.horizon)
-        .min(dpt.data.context_len);
-    cmp.online_steps = Some(online);
-    let tasks = crate::eval::eval_tasks(&run.config.env, &run.config.eval)?;
-    let learner = DptLearner {
-        model,
-        device: run.device,
-    };
-    let report = compare(
-        bandit,
-        &cmp,
-        &tasks,
-        run.config.seed ^ 0xBA4D,
-        step,
-        Some(&learner),
-    )?;
-    write(run, &report)
+/// The seed of the bandit comparison of a run seeded `run_seed` (shared by the classic
+/// algorithms and DPT's comparison, so both see the same datasets and reward noise).
+pub fn comparison_seed(run_seed: u64) -> u64 {
+    run_seed ^ 0xBA4D
 }
 
 /// The `BanditBaselines` method: runs the comparison (no training) and saves a checkpoint
@@ -565,7 +484,14 @@ pub fn evaluate(run: &mut Run, cfg: &BanditBaselinesConfig) -> Result<PathBuf> {
     let bandit = env_bandit(run)?;
     check_sizes(&bandit, cfg)?;
     let tasks = crate::eval::eval_tasks(&run.config.env, &run.config.eval)?;
-    let report = compare(&bandit, cfg, &tasks, run.config.seed ^ 0xBA4D, 0, None)?;
+    let report = compare(
+        &bandit,
+        cfg,
+        &tasks,
+        comparison_seed(run.config.seed),
+        0,
+        None,
+    )?;
     write(run, &report)
 }
 

@@ -10,7 +10,7 @@
 //! 2. [`learn_task`] is CleanRL-style PPO: rollouts of `rollout_len` steps, GAE with episode
 //!    boundaries (truncation bootstraps from the critic's value of the final observation), then
 //!    `epochs` passes of the clipped loss over shuffled minibatches of steps.
-//! 3. The curve has the shared protocol's form ([`crate::eval::EvalResult`]): point k is the
+//! 3. The curve has the shared protocol's form ([`crate::results::EvalResult`]): point k is the
 //!    return of the k-th episode while learning, averaged over envs and then summarised over
 //!    (task, trial). It runs at least `steps_per_task` steps and until every env finished
 //!    `eval.episodes_per_trial` episodes.
@@ -19,7 +19,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -104,13 +104,7 @@ pub fn learn_task(
     let actor = mlp(vs.root() / "actor", f, c.hidden, spec.num_actions);
     let critic = mlp(vs.root() / "critic", f, c.hidden, 1);
     let mut opt = Adam::new(&vs, 0.9, 0.999, c.ppo.adam_eps, 0.0);
-    let loss_cfg = PpoLossConfig {
-        clip: c.ppo.clip,
-        value_clip: None,
-        value_coef: c.ppo.value_coef,
-        entropy_coef: c.ppo.entropy_coef,
-        normalize_advantages: c.ppo.normalize_advantages,
-    };
+    let loss_cfg = PpoLossConfig::from(&c.ppo);
     let mut venv = env.build(seed, 0, n)?;
     for slot in 0..n {
         venv.set_task(slot, task)?;
@@ -211,16 +205,20 @@ pub fn learn_task(
             vals.push(bootstrap[s]);
         }
         let (adv, ret) = ppo_math::gae(
-            n,
-            t_len,
-            &env_major(&rewards),
-            &vals,
-            &env_major_b(&term),
-            &env_major_b(&trunc),
-            Some(&env_major(&final_values)),
-            Boundaries::Episode,
-            c.ppo.gamma as f32,
-            c.ppo.gae_lambda as f32,
+            &ppo_math::Steps {
+                b: n,
+                t: t_len,
+                rewards: &env_major(&rewards),
+                values: &vals,
+                terminated: &env_major_b(&term),
+                truncated: &env_major_b(&trunc),
+                final_values: Some(&env_major(&final_values)),
+            },
+            ppo_math::GaeParams {
+                boundaries: Boundaries::Episode,
+                gamma: c.ppo.gamma as f32,
+                lambda: c.ppo.gae_lambda as f32,
+            },
         );
         // Back to time-major rows matching `feats`.
         let time_major = |v: &[f32]| -> Vec<f32> {
@@ -246,13 +244,15 @@ pub fn learn_task(
                 let x = x_all.index_select(0, &i);
                 let loss = ppo_math::ppo_loss(
                     &loss_cfg,
-                    &actor.forward(&x),
-                    &acts.index_select(0, &i),
-                    &old_logp.index_select(0, &i),
-                    &adv.index_select(0, &i),
-                    &ret.index_select(0, &i),
-                    &old_v.index_select(0, &i),
-                    &critic.forward(&x).squeeze_dim(-1),
+                    &ppo_math::PpoBatch {
+                        logits: &actor.forward(&x),
+                        actions: &acts.index_select(0, &i),
+                        old_logprob: &old_logp.index_select(0, &i),
+                        advantages: &adv.index_select(0, &i),
+                        returns: &ret.index_select(0, &i),
+                        old_values: &old_v.index_select(0, &i),
+                        values: &critic.forward(&x).squeeze_dim(-1),
+                    },
                 );
                 if !loss.total.double_value(&[]).is_finite() {
                     continue;
@@ -288,9 +288,8 @@ fn mean_curve(per_env: &[Vec<f64>], episodes: usize) -> Vec<f64> {
 pub fn train(run: &mut Run, c: &PpoTaskConfig) -> Result<()> {
     let cfg = run.config.clone();
     let mut state = TrainState::default();
-    if let Some(ckpt) = run.resume_from.take() {
-        state = serde_json::from_value(ckpt.meta.state.clone())
-            .with_context(|| format!("{}: trainer state", ckpt.path.display()))?;
+    if let Some(saved) = run.restore_state()? {
+        state = saved;
         eprintln!(
             "resuming {}: {} learners done",
             run.dir.display(),
@@ -302,7 +301,7 @@ pub fn train(run: &mut Run, c: &PpoTaskConfig) -> Result<()> {
     bar.set_position(state.curves.len() as u64);
     run::install_interrupt_handler();
     for (k, &(task, trial)) in jobs.iter().enumerate().skip(state.curves.len()) {
-        let seed = envs::rng::mix64(cfg.seed ^ envs::rng::mix64(task) ^ (trial as u64) << 32);
+        let seed = learner_seed(cfg.seed, task, trial);
         let logger = &mut run.logger;
         let updates = &mut state.updates;
         let per_env = learn_task(
@@ -335,19 +334,19 @@ pub fn train(run: &mut Run, c: &PpoTaskConfig) -> Result<()> {
         )?;
         bar.set_position(state.curves.len() as u64);
         run.logger.flush()?;
-        if run::interrupted() && state.curves.len() < jobs.len() {
-            bar.abandon();
-            return Err(run::Interrupted {
-                step: state.curves.len() as u64,
-                dir: run.dir.clone(),
-            }
-            .into());
+        if state.curves.len() < jobs.len() {
+            run.stop_if_interrupted(state.curves.len() as u64, &bar)?;
         }
     }
     bar.finish_and_clear();
     let json = write_result(run, &cfg, &state.curves)?;
     eprintln!("PPO per task: {}", json.display());
     Ok(())
+}
+
+/// The seed of the learner of (`task`, `trial`) in a run seeded `run_seed`.
+fn learner_seed(run_seed: u64, task: TaskId, trial: usize) -> u64 {
+    envs::rng::mix64(run_seed ^ envs::rng::mix64(task) ^ (trial as u64) << 32)
 }
 
 /// (task, trial) pairs in order.
@@ -374,8 +373,7 @@ fn write_result(run: &mut Run, cfg: &Config, curves: &[Vec<f64>]) -> Result<Path
         cfg.method_name(),
         false,
     );
-    let json = eval::write(&run.dir, &result)?;
-    eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+    let json = eval::publish(run, &result)?;
     let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
     let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
     eprintln!(
@@ -389,7 +387,7 @@ fn write_result(run: &mut Run, cfg: &Config, curves: &[Vec<f64>]) -> Result<Path
 pub fn evaluate(run: &mut Run, cfg: &Config, c: &PpoTaskConfig) -> Result<PathBuf> {
     let mut curves = Vec::new();
     for (task, trial) in jobs(cfg)? {
-        let seed = envs::rng::mix64(cfg.seed ^ envs::rng::mix64(task) ^ (trial as u64) << 32);
+        let seed = learner_seed(cfg.seed, task, trial);
         let per_env = learn_task(
             &cfg.env,
             c,

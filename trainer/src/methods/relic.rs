@@ -21,7 +21,7 @@
 //! episode shuffles, dropout) is seeded from (seed, r), so a run resumed from the checkpoint
 //! after rollout r reproduces the uninterrupted run exactly on CPU.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -37,9 +37,8 @@ use crate::config::PpoConfig;
 use crate::eval;
 use crate::optim::{warmup_cosine, Adam};
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
-use crate::run::checkpoint::{self, TensorGroup};
 use crate::run::logging::Logger;
-use crate::run::{self, Run};
+use crate::run::{self, seeds, BadUpdateGuard, Run, Snapshot};
 
 /// Tokens per chunk when the KV cache is refilled after an update.
 const PREFILL_CHUNK: usize = 1024;
@@ -54,7 +53,7 @@ pub struct TrainState {
     /// PPO updates done (partial and full).
     pub updates: u64,
     /// Consecutive updates with a non-finite loss.
-    pub bad_updates: u64,
+    pub bad_updates: BadUpdateGuard,
     /// Env steps at the last evaluation.
     pub last_eval_step: u64,
 }
@@ -74,10 +73,8 @@ pub struct UpdateMetrics {
     pub minibatches: usize,
 }
 
-/// A seed for rollout `rollout` of a run seeded `seed` (SplitMix64-style mixing).
-fn rollout_seed(seed: u64, rollout: u64) -> u64 {
-    envs::rng::mix64(seed ^ envs::rng::mix64(rollout.wrapping_add(0x9E37_79B9_7F4A_7C15)))
-}
+/// The salt of ReLIC's rollout seeds ([`seeds::iteration_seed`]).
+const ROLLOUT_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Trains ReLIC as configured in `run.config` with `ppo`.
 pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
@@ -89,16 +86,12 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
     let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec))?;
     let mut opt = Adam::new(&vs, 0.9, 0.999, ppo.adam_eps, 0.0);
     let mut state = TrainState::default();
-    if let Some(ckpt) = run.resume_from.take() {
-        checkpoint::load_into_varstore(&mut vs, &ckpt, "")?;
-        opt.load_state(&ckpt.tensors)
-            .with_context(|| format!("{}: optimiser state", ckpt.path.display()))?;
-        state = serde_json::from_value(ckpt.meta.state.clone())
-            .with_context(|| format!("{}: trainer state", ckpt.path.display()))?;
+    if let Some((saved, path)) = run.restore(&mut vs, &mut opt)? {
+        state = saved;
         eprintln!(
             "resuming {} from {} (env step {})",
             run.dir.display(),
-            ckpt.path.display(),
+            path.display(),
             state.env_steps
         );
     }
@@ -106,13 +99,6 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
     let b = ppo.num_envs;
     let segment = t_len / u;
     let mut storage = RolloutStorage::new(&spec, b, t_len, device)?;
-    let loss_cfg = PpoLossConfig {
-        clip: ppo.clip,
-        value_clip: ppo.value_clip,
-        value_coef: ppo.value_coef,
-        entropy_coef: ppo.entropy_coef,
-        normalize_advantages: ppo.normalize_advantages,
-    };
     let boundaries = if ppo.returns_across_episodes {
         Boundaries::Trial
     } else {
@@ -124,7 +110,7 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
 
     while state.env_steps < ppo.total_steps {
         // --- one rollout: a trial of T steps in every env slot, on freshly drawn tasks ---
-        let seed = rollout_seed(cfg.seed, state.rollouts);
+        let seed = seeds::iteration_seed(cfg.seed, ROLLOUT_SALT, state.rollouts);
         tch::manual_seed(seed as i64);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, b, seed)?;
@@ -149,27 +135,25 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
                 ppo.final_lr,
             );
             let t0 = std::time::Instant::now();
-            let metrics = ppo_update(
-                &model, &mut opt, &storage, ppo, &loss_cfg, boundaries, loss_start, end, lr,
-                &mut rng,
-            )?;
+            let plan = UpdatePlan {
+                ppo,
+                boundaries,
+                loss_start,
+                end,
+                lr,
+            };
+            let metrics = ppo_update(&model, &mut opt, &storage, &plan, &mut rng)?;
             update_seconds += t0.elapsed().as_secs_f64();
             state.updates += 1;
-            if metrics.skipped > 0 {
-                state.bad_updates += 1;
-                eprintln!(
-                    "warning: update {}: {} of {} minibatches had a non-finite loss and were skipped",
+            let skipped = (metrics.skipped > 0).then(|| {
+                format!(
+                    "update {}: {} of {} minibatches had a non-finite loss and were skipped",
                     state.updates, metrics.skipped, metrics.minibatches
-                );
-                anyhow::ensure!(
-                    state.bad_updates < ppo.max_bad_updates as u64,
-                    "stopping: {} consecutive updates with non-finite losses (max_bad_updates = {})",
-                    state.bad_updates,
-                    ppo.max_bad_updates
-                );
-            } else {
-                state.bad_updates = 0;
-            }
+                )
+            });
+            state
+                .bad_updates
+                .record(skipped, "updates", ppo.max_bad_updates)?;
             log_update(&mut run.logger, state.env_steps, lr, &metrics)?;
 
             if k < u {
@@ -203,40 +187,51 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
             evaluate(run, &model, ppo, state.env_steps)?;
             state.last_eval_step = state.env_steps;
         }
-        let every = cfg.checkpoint.every_updates as u64;
-        let checkpoint_due =
-            every > 0 && (state.updates / every) != ((state.updates - u as u64) / every);
-        if checkpoint_due || done || run::interrupted() {
-            save(run, &vs, &opt, &state)?;
-        }
+        let snapshot = Snapshot {
+            step: state.env_steps,
+            model: &vs,
+            optimiser: &opt,
+            state: &state,
+        };
+        run.checkpoint_if_due(state.updates - u as u64..state.updates, done, &snapshot)?;
         run.logger.flush()?;
-        if run::interrupted() {
-            bar.abandon();
-            return Err(run::Interrupted {
-                step: state.env_steps,
-                dir: run.dir.clone(),
-            }
-            .into());
-        }
+        run.stop_if_interrupted(state.env_steps, &bar)?;
     }
     bar.finish();
     Ok(())
 }
 
+/// What one partial update trains on, and how.
+#[derive(Clone, Copy, Debug)]
+pub struct UpdatePlan<'a> {
+    /// The method's settings (epochs, minibatches, discounting, loss weights).
+    pub ppo: &'a PpoConfig,
+    /// How returns flow across episode ends.
+    pub boundaries: Boundaries,
+    /// The loss covers `[loss_start, end)`, the newest segment.
+    pub loss_start: usize,
+    /// Values and GAE run over the prefix `[0, end)`.
+    pub end: usize,
+    /// Learning rate of this update.
+    pub lr: f64,
+}
+
 /// One PPO update on the prefix `[0, end)` with the loss on `[loss_start, end)`.
-#[allow(clippy::too_many_arguments)]
 pub fn ppo_update(
     model: &ActorCritic,
     opt: &mut Adam,
     storage: &RolloutStorage,
-    ppo: &PpoConfig,
-    loss_cfg: &PpoLossConfig,
-    boundaries: Boundaries,
-    loss_start: usize,
-    end: usize,
-    lr: f64,
+    plan: &UpdatePlan<'_>,
     rng: &mut ChaCha8Rng,
 ) -> Result<UpdateMetrics> {
+    let UpdatePlan {
+        ppo,
+        boundaries,
+        loss_start,
+        end,
+        lr,
+    } = *plan;
+    let loss_cfg = PpoLossConfig::from(ppo);
     let b = storage.num_envs();
     let seg = (end - loss_start) as i64;
 
@@ -262,16 +257,20 @@ pub fn ppo_update(
     let rewards = host(&storage.reward.narrow(1, 0, end as i64).reshape(-1))?;
     let values_host = host(&values.reshape(-1))?;
     let (advantages, returns) = ppo_math::gae(
-        b,
-        end,
-        &rewards,
-        &values_host,
-        &flags(&storage.terminated)?,
-        &flags(&storage.truncated)?,
-        None,
-        boundaries,
-        ppo.gamma as f32,
-        ppo.gae_lambda as f32,
+        &ppo_math::Steps {
+            b: b,
+            t: end,
+            rewards: &rewards,
+            values: &values_host,
+            terminated: &flags(&storage.terminated)?,
+            truncated: &flags(&storage.truncated)?,
+            final_values: None,
+        },
+        ppo_math::GaeParams {
+            boundaries: boundaries,
+            gamma: ppo.gamma as f32,
+            lambda: ppo.gae_lambda as f32,
+        },
     );
     let device = values.device();
     let segment = |x: Vec<f32>| {
@@ -314,14 +313,16 @@ pub fn ppo_update(
             let pick = |x: &Tensor| x.index_select(0, &idx);
             let a = logits.size()[2];
             let loss = ppo_math::ppo_loss(
-                loss_cfg,
-                &logits.narrow(1, loss_start as i64, seg).reshape([-1, a]),
-                &pick(&actions).reshape(-1),
-                &pick(&old_logprob).reshape(-1),
-                &pick(&advantages).reshape(-1),
-                &pick(&returns).reshape(-1),
-                &pick(&old_values).reshape(-1),
-                &v.narrow(1, loss_start as i64, seg).reshape(-1),
+                &loss_cfg,
+                &ppo_math::PpoBatch {
+                    logits: &logits.narrow(1, loss_start as i64, seg).reshape([-1, a]),
+                    actions: &pick(&actions).reshape(-1),
+                    old_logprob: &pick(&old_logprob).reshape(-1),
+                    advantages: &pick(&advantages).reshape(-1),
+                    returns: &pick(&returns).reshape(-1),
+                    old_values: &pick(&old_values).reshape(-1),
+                    values: &v.narrow(1, loss_start as i64, seg).reshape(-1),
+                },
             );
             m.minibatches += 1;
             if !loss.total.double_value(&[]).is_finite() {
@@ -432,18 +433,8 @@ fn log_rollout(
 
 fn evaluate(run: &mut Run, model: &ActorCritic, ppo: &PpoConfig, step: u64) -> Result<()> {
     let cfg = &run.config;
-    let result = eval::evaluate_actor_critic(
-        model,
-        &cfg.env,
-        &cfg.eval,
-        &cfg.sampler,
-        ppo.rollout_len,
-        cfg.seed ^ 0xE7A1_0000,
-        step,
-        cfg.method_name(),
-    )?;
-    let json = eval::write(&run.dir, &result)?;
-    eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+    let result = eval::evaluate_actor_critic(model, cfg, ppo.rollout_len, step)?;
+    let json = eval::publish(run, &result)?;
     let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
     let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
     eprintln!(
@@ -451,20 +442,6 @@ fn evaluate(run: &mut Run, model: &ActorCritic, ppo: &PpoConfig, step: u64) -> R
         result.episodes_per_trial,
         json.display()
     );
-    Ok(())
-}
-
-fn save(run: &Run, vs: &VarStore, opt: &Adam, state: &TrainState) -> Result<()> {
-    let optim: Vec<(String, Tensor)> = opt
-        .state_tensors()
-        .into_iter()
-        .map(|(n, t)| (n.trim_start_matches("optim.").to_string(), t))
-        .collect();
-    let groups = [
-        TensorGroup::from_varstore("", vs),
-        TensorGroup::new("optim.", optim),
-    ];
-    run.save_checkpoint(state.env_steps, &groups, serde_json::to_value(state)?)?;
     Ok(())
 }
 
@@ -488,16 +465,6 @@ mod tests {
             ..PpoConfig::default()
         };
         (cfg, ppo)
-    }
-
-    fn loss_cfg(ppo: &PpoConfig) -> PpoLossConfig {
-        PpoLossConfig {
-            clip: ppo.clip,
-            value_clip: ppo.value_clip,
-            value_coef: ppo.value_coef,
-            entropy_coef: ppo.entropy_coef,
-            normalize_advantages: ppo.normalize_advantages,
-        }
     }
 
     /// The tiny model, its optimiser, a sampler and a storage with trials started on `tasks`.
@@ -552,12 +519,13 @@ mod tests {
             &model,
             &mut opt,
             &storage,
-            &ppo,
-            &loss_cfg(&ppo),
-            Boundaries::Trial,
-            10,
-            20,
-            1e-3,
+            &UpdatePlan {
+                ppo: &ppo,
+                boundaries: Boundaries::Trial,
+                loss_start: 10,
+                end: 20,
+                lr: 1e-3,
+            },
             &mut rng,
         )
         .unwrap();
@@ -571,12 +539,13 @@ mod tests {
             &model,
             &mut opt,
             &storage,
-            &ppo,
-            &loss_cfg(&ppo),
-            Boundaries::Trial,
-            10,
-            20,
-            1e-3,
+            &UpdatePlan {
+                ppo: &ppo,
+                boundaries: Boundaries::Trial,
+                loss_start: 10,
+                end: 20,
+                lr: 1e-3,
+            },
             &mut rng,
         )
         .unwrap();
@@ -601,12 +570,13 @@ mod tests {
             &model,
             &mut opt,
             &storage,
-            &ppo,
-            &loss_cfg(&ppo),
-            Boundaries::Trial,
-            0,
-            10,
-            1e-2,
+            &UpdatePlan {
+                ppo: &ppo,
+                boundaries: Boundaries::Trial,
+                loss_start: 0,
+                end: 10,
+                lr: 1e-2,
+            },
             &mut rng,
         )
         .unwrap();
@@ -649,12 +619,13 @@ mod tests {
                 &model,
                 &mut opt,
                 storage,
-                &ppo,
-                &loss_cfg(&ppo),
-                Boundaries::Trial,
-                start,
-                end,
-                lr,
+                &UpdatePlan {
+                    ppo: &ppo,
+                    boundaries: Boundaries::Trial,
+                    loss_start: start,
+                    end: end,
+                    lr: lr,
+                },
                 rng,
             )
             .unwrap()

@@ -21,7 +21,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -34,12 +34,13 @@ use envs::Split;
 use sampler::{CollectStats, Policy, PolicyOutput, RolloutStorage, Sampler, SlotStreams};
 
 use crate::config::{Config, Rl2Config};
-use crate::eval::{self, EvalResult};
+use crate::eval;
 use crate::optim::Adam;
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
-use crate::run::checkpoint::{self, Checkpoint, TensorGroup};
+use crate::results::EvalResult;
+use crate::run::checkpoint::{self, Checkpoint};
 use crate::run::logging::Logger;
-use crate::run::{self, Run};
+use crate::run::{self, seeds, BadUpdateGuard, Run, Snapshot};
 
 /// Counters that make a run resumable, saved in every checkpoint.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -51,14 +52,13 @@ pub struct TrainState {
     /// PPO updates done.
     pub updates: u64,
     /// Consecutive updates with a non-finite loss.
-    pub bad_updates: u64,
+    pub bad_updates: BadUpdateGuard,
     /// Env steps at the last evaluation.
     pub last_eval_step: u64,
 }
 
-fn rollout_seed(seed: u64, rollout: u64) -> u64 {
-    envs::rng::mix64(seed ^ envs::rng::mix64(rollout.wrapping_add(0x0052_4C32_0000)))
-}
+/// The salt of RL²'s rollout seeds ([`seeds::iteration_seed`]).
+const ROLLOUT_SALT: u64 = 0x0052_4C32_0000;
 
 /// The GRU policy acting through the sampler: one hidden state per env slot, zeroed at a
 /// trial's first step; actions sampled from per-slot streams (or greedy).
@@ -163,12 +163,8 @@ pub fn train(run: &mut Run, c: &Rl2Config) -> Result<()> {
     let (mut vs, model) = build(&cfg, c, device)?;
     let mut opt = Adam::new(&vs, 0.9, 0.999, c.ppo.adam_eps, 0.0);
     let mut state = TrainState::default();
-    if let Some(ckpt) = run.resume_from.take() {
-        checkpoint::load_into_varstore(&mut vs, &ckpt, "")?;
-        opt.load_state(&ckpt.tensors)
-            .with_context(|| format!("{}: optimiser state", ckpt.path.display()))?;
-        state = serde_json::from_value(ckpt.meta.state.clone())
-            .with_context(|| format!("{}: trainer state", ckpt.path.display()))?;
+    if let Some((saved, _)) = run.restore(&mut vs, &mut opt)? {
+        state = saved;
         eprintln!(
             "resuming {} at env step {}",
             run.dir.display(),
@@ -184,7 +180,7 @@ pub fn train(run: &mut Run, c: &Rl2Config) -> Result<()> {
 
     while state.env_steps < c.total_steps {
         // --- one rollout: a trial of `episodes_per_trial` episodes per slot ---
-        let seed = rollout_seed(cfg.seed, state.rollouts);
+        let seed = seeds::iteration_seed(cfg.seed, ROLLOUT_SALT, state.rollouts);
         tch::manual_seed(seed as i64);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let started = std::time::Instant::now();
@@ -201,21 +197,15 @@ pub fn train(run: &mut Run, c: &Rl2Config) -> Result<()> {
         let m = ppo_update(&model, &mut opt, &storage, c, &mut rng)?;
         state.updates += 1;
         state.rollouts += 1;
-        if m.skipped > 0 {
-            state.bad_updates += 1;
-            eprintln!(
-                "warning: update {}: {} of {} minibatches had a non-finite loss and were skipped",
+        let skipped = (m.skipped > 0).then(|| {
+            format!(
+                "update {}: {} of {} minibatches had a non-finite loss and were skipped",
                 state.updates, m.skipped, m.minibatches
-            );
-            anyhow::ensure!(
-                state.bad_updates < c.max_bad_updates as u64,
-                "stopping: {} consecutive updates with non-finite losses (max_bad_updates = {})",
-                state.bad_updates,
-                c.max_bad_updates
-            );
-        } else {
-            state.bad_updates = 0;
-        }
+            )
+        });
+        state
+            .bad_updates
+            .record(skipped, "updates", c.max_bad_updates)?;
         log(
             run,
             state.env_steps,
@@ -234,19 +224,15 @@ pub fn train(run: &mut Run, c: &Rl2Config) -> Result<()> {
             evaluate(run, &model, c, &cfg, state.env_steps)?;
             state.last_eval_step = state.env_steps;
         }
-        let every = cfg.checkpoint.every_updates as u64;
-        if (every > 0 && state.updates % every == 0) || done || run::interrupted() {
-            save(run, &vs, &opt, &state)?;
-        }
+        let snapshot = Snapshot {
+            step: state.env_steps,
+            model: &vs,
+            optimiser: &opt,
+            state: &state,
+        };
+        run.checkpoint_if_due(state.updates - 1..state.updates, done, &snapshot)?;
         run.logger.flush()?;
-        if run::interrupted() {
-            bar.abandon();
-            return Err(run::Interrupted {
-                step: state.env_steps,
-                dir: run.dir.clone(),
-            }
-            .into());
-        }
+        run.stop_if_interrupted(state.env_steps, &bar)?;
     }
     bar.finish_and_clear();
     Ok(())
@@ -319,16 +305,20 @@ pub fn ppo_update(
     };
     let rewards = host(&storage.reward.narrow(1, 0, t as i64))?;
     let (adv, ret) = ppo_math::gae(
-        b,
-        t,
-        &rewards,
-        &host(&padded)?,
-        &flags(&storage.terminated)?,
-        &flags(&storage.truncated)?,
-        None,
-        Boundaries::Trial,
-        c.ppo.gamma as f32,
-        c.ppo.gae_lambda as f32,
+        &ppo_math::Steps {
+            b: b,
+            t: t,
+            rewards: &rewards,
+            values: &host(&padded)?,
+            terminated: &flags(&storage.terminated)?,
+            truncated: &flags(&storage.truncated)?,
+            final_values: None,
+        },
+        ppo_math::GaeParams {
+            boundaries: Boundaries::Trial,
+            gamma: c.ppo.gamma as f32,
+            lambda: c.ppo.gae_lambda as f32,
+        },
     );
     let to_t = |x: Vec<f32>| {
         Tensor::from_slice(&x)
@@ -339,13 +329,7 @@ pub fn ppo_update(
     let old_logprob = storage.logprob.narrow(1, 0, t as i64);
     // i32 in storage; the loss gathers with i64 indices.
     let actions = storage.action.narrow(1, 0, t as i64).to_kind(Kind::Int64);
-    let loss_cfg = PpoLossConfig {
-        clip: c.ppo.clip,
-        value_clip: None,
-        value_coef: c.ppo.value_coef,
-        entropy_coef: c.ppo.entropy_coef,
-        normalize_advantages: c.ppo.normalize_advantages,
-    };
+    let loss_cfg = PpoLossConfig::from(&c.ppo);
     let mut m = UpdateMetrics {
         explained_variance: ppo_math::explained_variance(&host(&values)?, &host(&returns)?),
         ..UpdateMetrics::default()
@@ -365,13 +349,15 @@ pub fn ppo_update(
             let a = logits.size()[2];
             let loss = ppo_math::ppo_loss(
                 &loss_cfg,
-                &logits.reshape([-1, a]),
-                &pick(&actions).reshape(-1),
-                &pick(&old_logprob).reshape(-1),
-                &pick(&advantages).reshape(-1),
-                &pick(&returns).reshape(-1),
-                &pick(&values).reshape(-1),
-                &v.reshape(-1),
+                &ppo_math::PpoBatch {
+                    logits: &logits.reshape([-1, a]),
+                    actions: &pick(&actions).reshape(-1),
+                    old_logprob: &pick(&old_logprob).reshape(-1),
+                    advantages: &pick(&advantages).reshape(-1),
+                    returns: &pick(&returns).reshape(-1),
+                    old_values: &pick(&values).reshape(-1),
+                    values: &v.reshape(-1),
+                },
             );
             m.minibatches += 1;
             if !loss.total.double_value(&[]).is_finite() {
@@ -456,7 +442,7 @@ pub fn eval_result(model: &GruPolicy, cfg: &Config, step: u64) -> Result<EvalRes
         .flat_map(|&t| std::iter::repeat_n(t, cfg.eval.trials_per_task))
         .collect();
     let spec = cfg.env.spec();
-    let seed = cfg.seed ^ 0xE7A1_0000;
+    let seed = seeds::eval_seed(cfg.seed);
     let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, trial_tasks.len(), seed)?;
     let max_steps = cfg.eval.episodes_per_trial * spec.horizon;
     let device = model.initial_state(1).device();
@@ -489,8 +475,7 @@ fn evaluate(
     step: u64,
 ) -> Result<PathBuf> {
     let result = eval_result(model, cfg, step)?;
-    let json = eval::write(&run.dir, &result)?;
-    eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+    let json = eval::publish(run, &result)?;
     let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
     let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
     eprintln!(
@@ -499,20 +484,6 @@ fn evaluate(
         json.display()
     );
     Ok(json)
-}
-
-fn save(run: &Run, vs: &VarStore, opt: &Adam, state: &TrainState) -> Result<()> {
-    let optim: Vec<(String, Tensor)> = opt
-        .state_tensors()
-        .into_iter()
-        .map(|(n, t)| (n.trim_start_matches("optim.").to_string(), t))
-        .collect();
-    let groups = [
-        TensorGroup::from_varstore("", vs),
-        TensorGroup::new("optim.", optim),
-    ];
-    run.save_checkpoint(state.env_steps, &groups, serde_json::to_value(state)?)?;
-    Ok(())
 }
 
 /// `icrl eval` of an RL² checkpoint: the shared protocol with `cfg.eval`.
@@ -525,8 +496,7 @@ pub fn evaluate_checkpoint(
     let (mut vs, model) = build(cfg, c, run.device)?;
     checkpoint::load_into_varstore(&mut vs, ckpt, "")?;
     let result = eval_result(&model, cfg, ckpt.meta.step)?;
-    let json = eval::write(&run.dir, &result)?;
-    eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
+    let json = eval::publish(run, &result)?;
     Ok(json)
 }
 

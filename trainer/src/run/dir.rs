@@ -81,6 +81,13 @@ pub fn create(
     Ok(dir)
 }
 
+/// The runs folder a run folder sits in (`--out`), where datasets are cached by default.
+pub fn runs_dir(run_dir: &Path) -> PathBuf {
+    run_dir
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,21 +1,35 @@
 //! A run in progress: its folder, resolved config, device, logger, checkpoints and the
 //! interrupt flag. Shared by every method; the methods themselves live in their own modules.
+//!
+//! The chores a training loop shares, so a method's module holds its algorithm: [`Run::restore`]
+//! on `--resume`, [`Run::checkpoint_if_due`] and [`Run::stop_if_interrupted`] at safe points,
+//! [`BadUpdateGuard`] for non-finite losses, and the seeds of [`seeds`].
 
+pub mod bad_updates;
 pub mod checkpoint;
 pub mod dir;
 pub mod logging;
 pub mod progress;
+pub mod seeds;
 
+pub use bad_updates::BadUpdateGuard;
+
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
-use tch::Device;
+use indicatif::ProgressBar;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
 
 use self::checkpoint::{Checkpoint, CheckpointMeta, TensorGroup};
 use self::dir as run_dir;
 use self::logging::{code_block, GuardedLogger, LogError, Logger, TensorBoardLogger};
 use crate::config::{self, Config};
+use crate::optim::Adam;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
@@ -279,4 +293,101 @@ impl Run {
             self.config.checkpoint.keep_last,
         )?)
     }
+
+    /// Saves a trainer's checkpoint: the model's variables (group `""`), the optimiser's state
+    /// (group `"optim."`) and the method's resumable state.
+    pub fn save<S: Serialize>(&self, snapshot: &Snapshot<'_, S>) -> Result<PathBuf> {
+        // The optimiser names its tensors `optim.m.<var>`, `optim.v.<var>`, `optim.step`; the
+        // group prefix re-adds the `optim.` that is stripped here.
+        let optim: Vec<(String, Tensor)> = snapshot
+            .optimiser
+            .state_tensors()
+            .into_iter()
+            .map(|(n, t)| (n.trim_start_matches("optim.").to_string(), t))
+            .collect();
+        let groups = [
+            TensorGroup::from_varstore("", snapshot.model),
+            TensorGroup::new("optim.", optim),
+        ];
+        self.save_checkpoint(
+            snapshot.step,
+            &groups,
+            serde_json::to_value(snapshot.state)?,
+        )
+    }
+
+    /// Saves `snapshot` when a checkpoint is due after this iteration, which took the update
+    /// count from `updates.start` to `updates.end`: the count crossed a multiple of
+    /// `checkpoint.every_updates`, the run is `done`, or Ctrl-C was pressed.
+    pub fn checkpoint_if_due<S: Serialize>(
+        &self,
+        updates: Range<u64>,
+        done: bool,
+        snapshot: &Snapshot<'_, S>,
+    ) -> Result<()> {
+        let every = self.config.checkpoint.every_updates as u64;
+        let crossed = every > 0 && updates.end / every != updates.start / every;
+        if crossed || done || interrupted() {
+            self.save(snapshot)?;
+        }
+        Ok(())
+    }
+
+    /// At a safe point after the checkpoint: when Ctrl-C was pressed, flushes the log, leaves
+    /// the progress bar and stops the run with [`Interrupted`] (exit code 130) at env step (or
+    /// training step) `step`.
+    pub fn stop_if_interrupted(&mut self, step: u64, bar: &ProgressBar) -> Result<()> {
+        if !interrupted() {
+            return Ok(());
+        }
+        self.logger.flush()?;
+        bar.abandon();
+        Err(Interrupted {
+            step,
+            dir: self.dir.clone(),
+        }
+        .into())
+    }
+
+    /// On `--resume`, restores the model and the optimiser from the checkpoint and returns the
+    /// method's state with the checkpoint's path; None for a fresh run.
+    pub fn restore<S: DeserializeOwned>(
+        &mut self,
+        model: &mut VarStore,
+        optimiser: &mut Adam,
+    ) -> Result<Option<(S, PathBuf)>> {
+        let Some(ckpt) = self.resume_from.take() else {
+            return Ok(None);
+        };
+        checkpoint::load_into_varstore(model, &ckpt, "")?;
+        optimiser
+            .load_state(&ckpt.tensors)
+            .with_context(|| format!("{}: optimiser state", ckpt.path.display()))?;
+        let state = state_of(&ckpt)?;
+        Ok(Some((state, ckpt.path)))
+    }
+
+    /// On `--resume`, the method's state saved in the checkpoint (for methods without a model
+    /// to restore); None for a fresh run.
+    pub fn restore_state<S: DeserializeOwned>(&mut self) -> Result<Option<S>> {
+        self.resume_from.take().map(|c| state_of(&c)).transpose()
+    }
+}
+
+fn state_of<S: DeserializeOwned>(ckpt: &Checkpoint) -> Result<S> {
+    serde_json::from_value(ckpt.meta.state.clone())
+        .with_context(|| format!("{}: trainer state", ckpt.path.display()))
+}
+
+/// What a trainer's checkpoint holds at `step`: the model's variables, the optimiser and the
+/// method's resumable state (its counters).
+pub struct Snapshot<'a, S> {
+    /// Env steps (or optimiser steps, for supervised methods) done: names the checkpoint file.
+    pub step: u64,
+    /// The model's variables.
+    pub model: &'a VarStore,
+    /// The optimiser.
+    pub optimiser: &'a Adam,
+    /// The method's counters.
+    pub state: &'a S,
 }

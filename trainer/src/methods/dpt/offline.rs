@@ -1,0 +1,248 @@
+//! DPT's offline evaluation: fixed contexts from the dataset's generator on the held-out
+//! tasks, one episode per context with the current observation as the query; on bandits the
+//! comparison with the classic algorithms ([`crate::methods::bandit`]).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tch::{Device, Tensor};
+
+use envs::{BanditConfig, EnvConfig, ObsBatch, StepBatch};
+use sampler::SlotStreams;
+
+use crate::config::{Config, DataConfig, DptConfig};
+use crate::data::{self, Layout, Record, RecordView};
+use crate::eval;
+use crate::methods::bandit::{self, BanditLearner};
+use crate::results::{OfflineResult, OFFLINE_DIR};
+use crate::run::logging::Logger;
+use crate::run::Run;
+use crate::stats::MeanCi;
+
+use super::model::{DptNet, HostBatch};
+use super::policy::{argmax, sample_logits};
+
+/// Fixed offline contexts from the held-out tasks: the data section's generator with
+/// `offline_contexts_per_task` records per task.
+pub fn offline_contexts(cfg: &Config, dpt: &DptConfig) -> Result<Vec<Record>> {
+    let tasks = eval::eval_tasks(&cfg.env, &cfg.eval)?;
+    let data = DataConfig {
+        samples_per_task: dpt.offline_contexts_per_task,
+        windows_per_history: dpt
+            .data
+            .windows_per_history
+            .min(dpt.offline_contexts_per_task),
+        ..dpt.data.clone()
+    };
+    data::generate_in_memory(
+        &cfg.env,
+        &data,
+        &tasks,
+        envs::rng::mix64(cfg.seed ^ 0x0FF1_1E00),
+    )
+}
+
+/// One episode per fixed context on its task, the current observation as the query.
+pub fn offline_returns(
+    model: &DptNet,
+    env: &EnvConfig,
+    records: &[Record],
+    greedy: bool,
+    seed: u64,
+    device: Device,
+) -> Result<Vec<f64>> {
+    let _guard = tch::no_grad_guard();
+    let n = records.len();
+    anyhow::ensure!(n > 0, "offline evaluation without contexts");
+    let spec = env.spec();
+    let layout = Layout {
+        s: spec.vector_dim,
+        i: spec.image_bytes(),
+        t: records[0].reward.len(),
+    };
+    let mut bytes = Vec::with_capacity(n * layout.bytes());
+    for r in records {
+        r.encode(&layout, &mut bytes)?;
+    }
+    let views: Vec<RecordView<'_>> = bytes
+        .chunks_exact(layout.bytes())
+        .map(|c| RecordView::new(c, layout))
+        .collect();
+    let mut host = HostBatch::from_records(&views, None);
+    let image = spec.image.map(|i| (i.height, i.width));
+    let mut venv = env.build(seed, 0, n)?;
+    for (slot, r) in records.iter().enumerate() {
+        venv.set_task(slot, r.task)?;
+    }
+    let mut obs = ObsBatch::new(&spec, n);
+    venv.reset(&mut obs);
+    let mut step = StepBatch::new(&spec, n);
+    let mut streams = SlotStreams::new(seed, n);
+    let mut returns = vec![0.0f64; n];
+    let mut finished = vec![false; n];
+    let mut actions = vec![0u32; n];
+    let (s, i, t) = (layout.s, layout.i, layout.t as i64);
+    for _ in 0..spec.horizon {
+        host.query.copy_from_slice(&obs.vector[..n * s]);
+        host.query_img.copy_from_slice(&obs.image[..n * i]);
+        let batch = host.to_tensors(image, device);
+        let logits = model.forward(&batch, false)?.select(1, t).contiguous();
+        let logits: Vec<f32> = Vec::try_from(logits.to_device(Device::Cpu).view(-1))?;
+        let a = spec.num_actions;
+        for (slot, act) in actions.iter_mut().enumerate() {
+            let row = &logits[slot * a..(slot + 1) * a];
+            *act = if greedy {
+                argmax(row)
+            } else {
+                sample_logits(row, streams.uniform(slot))
+            } as u32;
+        }
+        venv.step(&actions, &mut step)?;
+        for slot in 0..n {
+            if !finished[slot] {
+                returns[slot] += step.reward[slot] as f64;
+                finished[slot] = step.terminated[slot] || step.truncated[slot];
+            }
+        }
+        std::mem::swap(&mut obs, &mut step.obs);
+        if finished.iter().all(|&f| f) {
+            break;
+        }
+    }
+    Ok(returns)
+}
+
+/// Offline evaluation at `step`: writes `offline/<step>.json` (or, on bandits, the comparison
+/// with the classic algorithms) and logs `eval/offline_return_{greedy,sampled}`.
+pub fn offline(run: &mut Run, model: &DptNet, dpt: &DptConfig, step: u64) -> Result<PathBuf> {
+    let cfg = run.config.clone();
+    if let EnvConfig::Bandit(bandit) = &cfg.env {
+        let path = compare_with_dpt(run, model, bandit, dpt, step)?;
+        return Ok(path);
+    }
+    let records = offline_contexts(&cfg, dpt)?;
+    let seed = envs::rng::mix64(cfg.seed ^ 0x0FF1_1E01);
+    let greedy = offline_returns(model, &cfg.env, &records, true, seed, run.device)?;
+    let sampled = offline_returns(model, &cfg.env, &records, false, seed, run.device)?;
+    let horizon = cfg.env.spec().horizon as f64;
+    let dataset: Vec<f64> = records
+        .iter()
+        .map(|r| r.reward.iter().map(|&x| x as f64).sum::<f64>() * horizon / r.reward.len() as f64)
+        .collect();
+    let tasks = eval::eval_tasks(&cfg.env, &cfg.eval)?.len();
+    let result = OfflineResult {
+        step,
+        env: cfg.env.name().to_string(),
+        context: format!("{:?}", dpt.data.context),
+        tasks,
+        contexts: records.len(),
+        contexts_with_reward: records
+            .iter()
+            .filter(|r| r.reward.iter().any(|&x| x > 0.0))
+            .count(),
+        greedy: MeanCi::of(&greedy),
+        sampled: MeanCi::of(&sampled),
+        dataset: MeanCi::of(&dataset),
+        greedy_returns: greedy,
+        sampled_returns: sampled,
+    };
+    let dir = run.dir.join(OFFLINE_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    // The configured evaluation is `<step>.json`; another number of contexts per task
+    // (`icrl eval --offline --contexts N`) is written beside it as `<step>_c<N>.json`.
+    let name = if matches!(&run.config.method, crate::config::Method::Dpt(c) if c == dpt) {
+        format!("{step:012}.json")
+    } else {
+        format!("{step:012}_c{}.json", dpt.offline_contexts_per_task)
+    };
+    let path = dir.join(name);
+    crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(&result)?.as_bytes())?;
+    run.logger
+        .scalar("eval/offline_return_greedy", step, result.greedy.mean)?;
+    run.logger
+        .scalar("eval/offline_return_sampled", step, result.sampled.mean)?;
+    eprintln!(
+        "offline at step {step}: greedy {:.1} +- {:.1}, sampled {:.1} +- {:.1} over {} contexts ({} with a reward; dataset {:.1})",
+        result.greedy.mean,
+        result.greedy.ci95,
+        result.sampled.mean,
+        result.sampled.ci95,
+        result.contexts,
+        result.contexts_with_reward,
+        result.dataset.mean
+    );
+    Ok(path)
+}
+
+/// DPT as a bandit learner, for the comparison with the classic algorithms.
+struct DptLearner<'a> {
+    /// The trained model.
+    model: &'a DptNet,
+    /// Its device.
+    device: Device,
+}
+
+impl BanditLearner for DptLearner<'_> {
+    fn name(&self) -> &str {
+        "DPT"
+    }
+
+    /// DPT's logits for a batch of contexts `[n, T + 1, A]` (vector model).
+    fn logits(&self, records: &[Record], t: usize, arms: usize) -> Result<Tensor> {
+        let l = Layout { s: 1, i: 0, t };
+        let mut bytes = Vec::with_capacity(records.len() * l.bytes());
+        for r in records {
+            anyhow::ensure!(r.reward.len() == t, "context length mismatch");
+            r.encode(&l, &mut bytes)?;
+        }
+        let views: Vec<RecordView<'_>> = bytes
+            .chunks_exact(l.bytes())
+            .map(|c| RecordView::new(c, l))
+            .collect();
+        let batch = HostBatch::from_records(&views, None).to_tensors(None, self.device);
+        let logits = self.model.forward(&batch, false)?;
+        anyhow::ensure!(
+            logits.size()[2] == arms as i64,
+            "the model has {} actions, the bandit {arms} arms",
+            logits.size()[2]
+        );
+        Ok(logits.to_device(Device::Cpu))
+    }
+}
+
+/// The comparison of a trained DPT model with the classic bandit algorithms (DPT's offline
+/// evaluation on bandits).
+fn compare_with_dpt(
+    run: &mut Run,
+    model: &DptNet,
+    bandit: &BanditConfig,
+    dpt: &DptConfig,
+    step: u64,
+) -> Result<PathBuf> {
+    let mut cmp = dpt.bandit_comparison.clone();
+    bandit::check_sizes(bandit, &cmp)?;
+    // DPT reads at most `context_len` pulls.
+    cmp.offline_sizes.retain(|&n| n <= dpt.data.context_len);
+    if cmp.offline_sizes.is_empty() {
+        cmp.offline_sizes.push(dpt.data.context_len);
+    }
+    let online = cmp
+        .online_steps
+        .unwrap_or(bandit.horizon)
+        .min(dpt.data.context_len);
+    cmp.online_steps = Some(online);
+    let tasks = crate::eval::eval_tasks(&run.config.env, &run.config.eval)?;
+    let learner = DptLearner {
+        model,
+        device: run.device,
+    };
+    let report = bandit::compare(
+        bandit,
+        &cmp,
+        &tasks,
+        bandit::comparison_seed(run.config.seed),
+        step,
+        Some(&learner),
+    )?;
+    bandit::write(run, &report)
+}
