@@ -86,7 +86,11 @@ fn run(
     staged: bool,
     local: bool,
 ) -> (Snapshot, Vec<sampler::EpisodeStats>) {
-    let cfg = SamplerConfig { threads, mode };
+    let cfg = SamplerConfig {
+        threads,
+        mode,
+        ..SamplerConfig::default()
+    };
     let mut sampler = Sampler::new(env, &cfg, b, 7).unwrap();
     sampler.force_staging(staged);
     let mut storage = RolloutStorage::with_next_obs(sampler.spec(), b, t, Device::Cpu).unwrap();
@@ -191,6 +195,7 @@ fn episode_indices_across_auto_resets() {
         &SamplerConfig {
             threads: 2,
             mode: SamplerMode::Sync,
+            ..SamplerConfig::default()
         },
         6,
         1,
@@ -230,6 +235,7 @@ fn episode_indices_across_auto_resets() {
         &SamplerConfig {
             threads: 2,
             mode: SamplerMode::DoubleBuffered,
+            ..SamplerConfig::default()
         },
         b,
         5,
@@ -290,7 +296,11 @@ impl Policy for ObsPolicy {
 fn pause_and_resume_lose_and_repeat_nothing() {
     let env = EnvConfig::from_name("key_to_door").unwrap();
     for mode in [SamplerMode::Sync, SamplerMode::DoubleBuffered] {
-        let cfg = SamplerConfig { threads: 2, mode };
+        let cfg = SamplerConfig {
+            threads: 2,
+            mode,
+            ..SamplerConfig::default()
+        };
         let go = |chunks: &[usize], switch_at: Option<usize>| {
             let mut sampler = Sampler::new(&env, &cfg, 8, 4).unwrap();
             let mut storage = RolloutStorage::new(sampler.spec(), 8, 100, Device::Cpu).unwrap();
@@ -327,7 +337,11 @@ fn model_policy_runs_and_refresh_matches_incremental_decoding() {
     use agent::{ActorCritic, ModelConfig};
     let env = EnvConfig::from_name("darkroom").unwrap();
     for mode in [SamplerMode::Sync, SamplerMode::DoubleBuffered] {
-        let cfg = SamplerConfig { threads: 2, mode };
+        let cfg = SamplerConfig {
+            threads: 2,
+            mode,
+            ..SamplerConfig::default()
+        };
         let mut sampler = Sampler::new(&env, &cfg, 6, 3).unwrap();
         let spec = sampler.spec().clone();
         tch::manual_seed(0);
@@ -390,7 +404,17 @@ fn model_policy_sampling_is_independent_of_the_mode() {
     let model = ActorCritic::new(&vs.root(), &mc, &sampler::obs_spec(&spec)).unwrap();
     let mut results = vec![];
     for (threads, mode) in [(1, SamplerMode::Sync), (2, SamplerMode::DoubleBuffered)] {
-        let mut sampler = Sampler::new(&env, &SamplerConfig { threads, mode }, 4, 3).unwrap();
+        let mut sampler = Sampler::new(
+            &env,
+            &SamplerConfig {
+                threads,
+                mode,
+                ..SamplerConfig::default()
+            },
+            4,
+            3,
+        )
+        .unwrap();
         let mut storage = RolloutStorage::new(&spec, 4, 60, Device::Cpu).unwrap();
         let mut policy = sampler::ModelPolicy::new(&model, &sampler.act_groups(), 60, 9).unwrap();
         let tasks = tasks_for(&sampler, 5);
@@ -488,8 +512,17 @@ fn env_faults_become_errors_and_stop_the_threads() {
                     panic,
                 }) as Box<dyn VecEnv>)
             });
-            let mut sampler =
-                Sampler::with_builder(build, &SamplerConfig { threads, mode }, 12, 42).unwrap();
+            let mut sampler = Sampler::with_builder(
+                build,
+                &SamplerConfig {
+                    threads,
+                    mode,
+                    ..SamplerConfig::default()
+                },
+                12,
+                42,
+            )
+            .unwrap();
             assert_eq!(sampler.alive_threads(), sampler.worker_threads());
             let mut storage = RolloutStorage::new(sampler.spec(), 12, 100, Device::Cpu).unwrap();
             let mut policy = RandomPolicy::new(5, 12, 0).unwrap();
@@ -543,6 +576,7 @@ fn builder_panics_and_policy_errors_are_reported() {
         &SamplerConfig {
             threads: 2,
             mode: SamplerMode::Sync,
+            ..SamplerConfig::default()
         },
         4,
         0,
@@ -575,6 +609,7 @@ fn builder_panics_and_policy_errors_are_reported() {
         &SamplerConfig {
             threads: 2,
             mode: SamplerMode::Sync,
+            ..SamplerConfig::default()
         },
         4,
         0,
@@ -634,6 +669,7 @@ fn shuffle_keeps_tuples_and_renumbers_episodes() {
         &SamplerConfig {
             threads: 2,
             mode: SamplerMode::Sync,
+            ..SamplerConfig::default()
         },
         b,
         8,
@@ -737,6 +773,7 @@ fn config_parses_validates_and_rejects_unknown_fields() {
     let bad = SamplerConfig {
         threads: 100_000,
         mode: SamplerMode::Sync,
+        ..SamplerConfig::default()
     };
     assert_eq!(bad.validate()[0].0, "threads");
     assert!(Sampler::new(&EnvConfig::from_name("darkroom").unwrap(), &bad, 4, 0).is_err());
