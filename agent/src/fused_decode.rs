@@ -12,8 +12,7 @@
 //!   head's scores and its weighted sum of values are contiguous, vectorisable loops over the
 //!   *filled* entries only (a ring of `C` entries; token `p` of a slot lives in entry `p % C`,
 //!   as in [`KvCache`]); no mask is built, nothing is allocated per step;
-//! - one pass per layer over the batch, rows in tiles of 4 so each weight row is read once per
-//!   tile; softmax and GELU use vectorisable polynomial `exp` / `erf` (relative error ~1e-7);
+//! - one pass per layer over the batch (weights stay in cache); softmax and GELU use vectorisable polynomial `exp` / `erf` (relative error ~1e-7);
 //! - the batch split into contiguous shards of slots, one per thread (slots are independent
 //!   in a decode step), on its own rayon pool;
 //! - kernels compiled three times (AVX-512, AVX2, baseline) and picked at run time.
@@ -46,6 +45,8 @@ struct Dims {
     positional: PosEncoding,
     sink: bool,
     inter_episode: bool,
+    /// Which kernels run (the attention loops use AVX-512 intrinsics where available).
+    isa: Isa,
 }
 
 impl Dims {
@@ -123,6 +124,8 @@ struct Scratch {
     hidden: Vec<f32>,
     enc: Vec<f32>,
     scores: Vec<f32>,
+    /// `[hd][BLOCK]` partial sums of the attention's weighted values.
+    acc: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
@@ -247,6 +250,7 @@ impl FusedDecoder {
             positional: cfg.positional,
             sink: cfg.sink.has_slot(),
             inter_episode: cfg.inter_episode_attention,
+            isa: Isa::detect(),
         };
         let threads = threads.clamp(1, batch);
         let shard = batch.div_ceil(threads);
@@ -270,6 +274,7 @@ impl FusedDecoder {
                 hidden: vec![0.0; shard * dims.mlp],
                 enc: vec![0.0; shard * dims.encoder_hidden],
                 scores: vec![0.0; capacity],
+                acc: vec![0.0; dims.hd * BLOCK],
                 cos: vec![0.0; shard * dims.hd / 2],
                 sin: vec![0.0; shard * dims.hd / 2],
             })
@@ -296,7 +301,7 @@ impl FusedDecoder {
             values: vec![0.0; batch],
             shard,
             pool,
-            isa: Isa::detect(),
+            isa: dims.isa,
         };
         decoder.refresh_weights(model)?;
         Ok(decoder)
@@ -740,7 +745,9 @@ fn decode_shard(w: &Weights, dims: &Dims, inputs: &HostInputs, s: Shard<'_>) {
                     sink,
                     scale,
                     &mut sc.scores[..filled],
+                    &mut sc.acc,
                     &mut att[r * d + h * hd..r * d + (h + 1) * hd],
+                    dims.isa,
                 );
             }
         }
@@ -771,8 +778,14 @@ fn decode_shard(w: &Weights, dims: &Dims, inputs: &HostInputs, s: Shard<'_>) {
     slots.iter_mut().for_each(|s| s.length += 1);
 }
 
+/// Entries per block of the attention loops: one 512-bit vector of f32.
+const BLOCK: usize = 16;
+
 /// Attention of one head of one token: `q [hd]` over the `filled` ring entries of `keys`,
-/// `values` (`[hd][cap]`, transposed), plus the sink slot; writes `out [hd]`.
+/// `values` (`[hd][cap]`, transposed), plus the sink slot; writes `out [hd]`. `acc` is
+/// scratch of `hd * BLOCK` floats. The scores and the weighted sum of values run over
+/// blocks of `BLOCK` entries with all `hd` dimensions accumulated in registers, so each key
+/// and value is loaded once and each score is stored once.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn attend(
@@ -785,22 +798,32 @@ fn attend(
     sink: Option<(&[f32], &[f32])>,
     scale: f32,
     scores: &mut [f32],
+    acc: &mut [f32],
     out: &mut [f32],
+    isa: Isa,
 ) {
     let hd = q.len();
-    let k0 = &keys[..filled];
-    for (s, &k) in scores.iter_mut().zip(k0) {
-        *s = q[0] * k;
-    }
-    for j in 1..hd {
-        let kj = &keys[j * cap..j * cap + filled];
-        let qj = q[j];
-        for (s, &k) in scores.iter_mut().zip(kj) {
-            *s += qj * k;
+    let full = filled / BLOCK * BLOCK;
+    if !simd_scores(isa, q, keys, cap, full, scale, scores) {
+        for (c0, s_out) in (0..full).step_by(BLOCK).zip(scores.chunks_exact_mut(BLOCK)) {
+            let mut s = [0f32; BLOCK];
+            for (j, &qj) in q.iter().enumerate() {
+                let k = &keys[j * cap + c0..][..BLOCK];
+                for (sl, &kl) in s.iter_mut().zip(k) {
+                    *sl += qj * kl;
+                }
+            }
+            for (o, &sl) in s_out.iter_mut().zip(&s) {
+                *o = sl * scale;
+            }
         }
     }
-    for s in scores.iter_mut() {
-        *s *= scale;
+    for (c, s_out) in (full..filled).zip(&mut scores[full..filled]) {
+        let mut s = 0.0;
+        for (j, &qj) in q.iter().enumerate() {
+            s += qj * keys[j * cap + c];
+        }
+        *s_out = s * scale;
     }
     if let Some((episodes, own)) = own_episode {
         for (s, &e) in scores.iter_mut().zip(episodes) {
@@ -829,13 +852,144 @@ fn attend(
     if let Some(p) = sink_weight {
         total += p;
     }
-    let inv = 1.0 / total;
-    for (j, o) in out.iter_mut().enumerate() {
-        let mut acc = dot(scores, &values[j * cap..j * cap + filled]);
-        if let (Some(p), Some((_, v))) = (sink_weight, sink) {
-            acc += p * v[j];
+    let acc = &mut acc[..hd * BLOCK];
+    acc.fill(0.0);
+    if !simd_weighted_values(isa, scores, values, cap, full, acc) {
+        for (c0, p) in (0..full).step_by(BLOCK).zip(scores.chunks_exact(BLOCK)) {
+            for (j, a) in acc.chunks_exact_mut(BLOCK).enumerate() {
+                let v = &values[j * cap + c0..][..BLOCK];
+                for ((al, &pl), &vl) in a.iter_mut().zip(p).zip(v) {
+                    *al += pl * vl;
+                }
+            }
         }
-        *o = acc * inv;
+    }
+    let inv = 1.0 / total;
+    for (j, (o, a)) in out.iter_mut().zip(acc.chunks_exact(BLOCK)).enumerate() {
+        let mut sum: f32 = a.iter().sum();
+        for (c, &p) in (full..filled).zip(&scores[full..filled]) {
+            sum += p * values[j * cap + c];
+        }
+        if let (Some(p), Some((_, v))) = (sink_weight, sink) {
+            sum += p * v[j];
+        }
+        *o = sum * inv;
+    }
+}
+
+/// Scores of the first `full` entries (a multiple of `BLOCK`) with AVX-512 intrinsics:
+/// `scores[c] = scale * sum_j q[j] * keys[j * cap + c]`. False (nothing done) without AVX-512.
+#[inline(always)]
+fn simd_scores(
+    isa: Isa,
+    q: &[f32],
+    keys: &[f32],
+    cap: usize,
+    full: usize,
+    scale: f32,
+    scores: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        assert!(full <= scores.len() && full <= cap && q.len() * cap <= keys.len());
+        // SAFETY: AVX-512 is present (Isa::Avx512 is chosen only then); every load reads
+        // keys[j * cap + c0 .. + BLOCK] with c0 + BLOCK <= full <= cap and j < q.len(), and
+        // every store writes scores[c0 .. + BLOCK] with c0 + BLOCK <= full, checked above.
+        unsafe { avx512::scores(q, keys, cap, full, scale, scores) };
+        return true;
+    }
+    let _ = (isa, q, keys, cap, full, scale, scores);
+    false
+}
+
+/// `acc[j][l] += sum over blocks b of p[b * BLOCK + l] * values[j * cap + b * BLOCK + l]`
+/// for the first `full` entries, with AVX-512 intrinsics. False (nothing done) without it.
+#[inline(always)]
+fn simd_weighted_values(
+    isa: Isa,
+    p: &[f32],
+    values: &[f32],
+    cap: usize,
+    full: usize,
+    acc: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        let hd = acc.len() / BLOCK;
+        assert!(full <= p.len() && full <= cap && hd * cap <= values.len());
+        // SAFETY: AVX-512 is present; loads read p[c0 .. + BLOCK] and
+        // values[j * cap + c0 .. + BLOCK] with c0 + BLOCK <= full <= cap, j < hd, and
+        // acc[j * BLOCK .. + BLOCK] with j < hd = acc.len() / BLOCK, checked above.
+        unsafe { avx512::weighted_values(p, values, cap, full, acc) };
+        return true;
+    }
+    let _ = (isa, p, values, cap, full, acc);
+    false
+}
+
+/// The two attention loops with explicit AVX-512 (LLVM does not vectorise their
+/// fixed-width blocks reliably).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::BLOCK;
+    use std::arch::x86_64::*;
+
+    /// See `simd_scores`. Safety: AVX-512F present; bounds as checked there.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scores(
+        q: &[f32],
+        keys: &[f32],
+        cap: usize,
+        full: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let k = keys.as_ptr();
+        let out = scores.as_mut_ptr();
+        let scale = _mm512_set1_ps(scale);
+        let mut c0 = 0;
+        while c0 < full {
+            let mut s = _mm512_setzero_ps();
+            for (j, &qj) in q.iter().enumerate() {
+                let kj = _mm512_loadu_ps(k.add(j * cap + c0));
+                s = _mm512_fmadd_ps(_mm512_set1_ps(qj), kj, s);
+            }
+            _mm512_storeu_ps(out.add(c0), _mm512_mul_ps(s, scale));
+            c0 += BLOCK;
+        }
+    }
+
+    /// See `simd_weighted_values`. Safety: AVX-512F present; bounds as checked there.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weighted_values(
+        p: &[f32],
+        values: &[f32],
+        cap: usize,
+        full: usize,
+        acc: &mut [f32],
+    ) {
+        const GROUP: usize = 8; // accumulators held in registers at once
+        let hd = acc.len() / BLOCK;
+        let (v, a) = (values.as_ptr(), acc.as_mut_ptr());
+        let mut j0 = 0;
+        while j0 < hd {
+            let n = GROUP.min(hd - j0);
+            let mut sums = [_mm512_setzero_ps(); GROUP];
+            let mut c0 = 0;
+            while c0 < full {
+                let pv = _mm512_loadu_ps(p.as_ptr().add(c0));
+                for (g, sum) in sums.iter_mut().enumerate().take(n) {
+                    let vj = _mm512_loadu_ps(v.add((j0 + g) * cap + c0));
+                    *sum = _mm512_fmadd_ps(pv, vj, *sum);
+                }
+                c0 += BLOCK;
+            }
+            for (g, sum) in sums.iter().enumerate().take(n) {
+                let dst = a.add((j0 + g) * BLOCK);
+                _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), *sum));
+            }
+            j0 += GROUP;
+        }
     }
 }
 
@@ -941,56 +1095,19 @@ fn max_of(a: &[f32]) -> f32 {
 }
 
 /// `out (+)= x W^T` row by row: `x: [rows][inp]`, `wt: [inp][outp]`, `out: [rows][outp]`.
-/// Tiles of 4 rows x 32 outputs are accumulated in registers, so each weight row is loaded
-/// once per tile.
+/// Each output row is accumulated as `sum_i x[i] * wt[i]` (a row of `wt` per step, a
+/// vectorised loop over the outputs; the row stays in L1).
 #[inline(always)]
 fn matmul(x: &[f32], wt: &[f32], out: &mut [f32], inp: usize, outp: usize, accumulate: bool) {
-    const R: usize = 4;
-    const O: usize = 32;
-    let rows = x.len() / inp;
-    let mut r0 = 0;
-    while r0 < rows {
-        let nr = R.min(rows - r0);
-        let mut o0 = 0;
-        while o0 < outp {
-            let no = O.min(outp - o0);
-            if nr == R && no == O {
-                let mut acc = [[0f32; O]; R];
-                if accumulate {
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        a.copy_from_slice(&out[(r0 + r) * outp + o0..][..O]);
-                    }
-                }
-                for i in 0..inp {
-                    let w: &[f32; O] = wt[i * outp + o0..][..O].try_into().expect("O weights");
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        let xv = x[(r0 + r) * inp + i];
-                        for o in 0..O {
-                            a[o] += xv * w[o];
-                        }
-                    }
-                }
-                for (r, a) in acc.iter().enumerate() {
-                    out[(r0 + r) * outp + o0..][..O].copy_from_slice(a);
-                }
-            } else {
-                for r in r0..r0 + nr {
-                    let y = &mut out[r * outp + o0..][..no];
-                    if !accumulate {
-                        y.fill(0.0);
-                    }
-                    for i in 0..inp {
-                        let xv = x[r * inp + i];
-                        let w = &wt[i * outp + o0..][..no];
-                        for (yv, &wv) in y.iter_mut().zip(w) {
-                            *yv += xv * wv;
-                        }
-                    }
-                }
-            }
-            o0 += no;
+    for (xr, y) in x.chunks_exact(inp).zip(out.chunks_exact_mut(outp)) {
+        if !accumulate {
+            y.fill(0.0);
         }
-        r0 += nr;
+        for (&xv, w) in xr.iter().zip(wt.chunks_exact(outp)) {
+            for (yv, &wv) in y.iter_mut().zip(w) {
+                *yv += xv * wv;
+            }
+        }
     }
 }
 

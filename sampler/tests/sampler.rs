@@ -390,6 +390,74 @@ fn model_policy_runs_and_refresh_matches_incremental_decoding() {
     }
 }
 
+/// The fused decode path acts like the libtorch one: the same greedy actions, values and
+/// log-probabilities within 1e-5, across a pause with refresh (cache hand-over) and in both
+/// modes; also with a context reset at every episode start.
+#[test]
+fn fused_and_libtorch_policies_act_alike() {
+    use agent::{ActorCritic, ModelConfig};
+    use sampler::{ModelPolicy, PolicyInference};
+    let env = EnvConfig::from_name("darkroom").unwrap();
+    tch::manual_seed(4);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let mc = ModelConfig {
+        depth_dropout: 0.0,
+        ..ModelConfig::default()
+    };
+    let spec = env.spec();
+    let model = ActorCritic::new(&vs.root(), &mc, &sampler::obs_spec(&spec)).unwrap();
+    for mode in [SamplerMode::Sync, SamplerMode::DoubleBuffered] {
+        for reset_each_episode in [false, true] {
+            let run = |inference: PolicyInference| {
+                let cfg = SamplerConfig {
+                    threads: 2,
+                    mode,
+                    inference,
+                };
+                let mut sampler = Sampler::new(&env, &cfg, 6, 3).unwrap();
+                let mut storage = RolloutStorage::new(&spec, 6, 150, Device::Cpu).unwrap();
+                // Capacity 64 < 150: the windows slide.
+                let mut policy = ModelPolicy::with_inference(
+                    &model,
+                    &sampler.act_groups(),
+                    64,
+                    9,
+                    cfg.inference,
+                )
+                .unwrap();
+                assert_eq!(policy.is_fused(), inference == PolicyInference::Fused);
+                policy.set_greedy(true);
+                policy.set_reset_each_episode(reset_each_episode);
+                sampler
+                    .start_trials(&tasks_for(&sampler, 5), &mut storage)
+                    .unwrap();
+                sampler.collect(&mut policy, &mut storage, 70).unwrap();
+                if !reset_each_episode {
+                    policy.refresh(&storage, 70, 16).unwrap();
+                }
+                sampler.collect(&mut policy, &mut storage, 80).unwrap();
+                storage
+            };
+            let (fused, libtorch) = (run(PolicyInference::Fused), run(PolicyInference::Libtorch));
+            assert_eq!(
+                host(&fused.action),
+                host(&libtorch.action),
+                "{mode:?} reset_each_episode={reset_each_episode}: actions differ"
+            );
+            for (name, a, b) in [
+                ("value", &fused.value, &libtorch.value),
+                ("logprob", &fused.logprob, &libtorch.logprob),
+            ] {
+                let d = (a - b).abs().max().double_value(&[]);
+                assert!(
+                    d <= 1e-5,
+                    "{mode:?} reset_each_episode={reset_each_episode}: {name} differs by {d}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn model_policy_sampling_is_independent_of_the_mode() {
     use agent::{ActorCritic, ModelConfig};
@@ -652,7 +720,8 @@ fn builder_panics_and_policy_errors_are_reported() {
         &env,
         &SamplerConfig {
             threads: 2,
-            mode: SamplerMode::DoubleBuffered
+            mode: SamplerMode::DoubleBuffered,
+            ..SamplerConfig::default()
         },
         1,
         0
@@ -764,7 +833,8 @@ fn config_parses_validates_and_rejects_unknown_fields() {
         c,
         SamplerConfig {
             threads: 3,
-            mode: SamplerMode::DoubleBuffered
+            mode: SamplerMode::DoubleBuffered,
+            ..SamplerConfig::default()
         }
     );
     let d: SamplerConfig = ron::from_str("()").unwrap();
