@@ -299,14 +299,14 @@ impl<'a> ModelPolicy<'a> {
     /// A policy for the env rows of `groups` (disjoint, non-empty ranges; usually
     /// [`crate::Sampler::act_groups`]) with caches of `capacity` tokens per slot (the trial
     /// length for no sliding window) on the model's device; sampling streams seeded by `seed`.
-    /// The decode path is [`PolicyInference::Auto`].
+    /// The decode path is libtorch's ([`PolicyInference::Libtorch`], the config default).
     pub fn new(
         model: &'a ActorCritic,
         groups: &[Range<usize>],
         capacity: usize,
         seed: u64,
     ) -> Result<Self> {
-        Self::with_inference(model, groups, capacity, seed, PolicyInference::Auto)
+        Self::with_inference(model, groups, capacity, seed, PolicyInference::Libtorch)
     }
 
     /// As [`ModelPolicy::new`], with the decode path chosen by `inference`. The fused path
