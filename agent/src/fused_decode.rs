@@ -77,11 +77,14 @@ struct LayerWeights {
     sink_v: Vec<f32>,
 }
 
+/// The token encoder's vector MLP: fc1^T `[V][E]`, b1 `[E]`, fc2^T `[E][D]`, b2 `[D]`.
+type VectorMlp = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// Host copy of the whole policy.
 #[derive(Debug, Default)]
 struct Weights {
-    /// Vector MLP: fc1^T `[V][E]`, b1 `[E]`, fc2^T `[E][D]`, b2 `[D]`.
-    vector_mlp: Option<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)>,
+    /// Vector MLP (None without vector observations).
+    vector_mlp: Option<VectorMlp>,
     /// `[(A + 1)][D]`.
     prev_action: Vec<f32>,
     /// `[D]` weight and bias of the previous-reward linear.
@@ -1129,7 +1132,7 @@ fn exp_approx(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5; // Cephes: 5.0000001201e-1, 0.5 in f32
     let y = p * r * r + r + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     y * scale
