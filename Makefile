@@ -8,7 +8,7 @@ CARGO ?= cargo
 # libtorch's OpenMP workers spin while idle; on 2 shared cores that costs several-fold.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: all libtorch build run test test-slurm bench fmt lint clean tensorboard
+.PHONY: all libtorch build run test test-slurm bench bench-compare fmt lint clean tensorboard
 
 all: build
 
@@ -39,6 +39,19 @@ bench: build
 	target/release/icrl info
 	target/release/icrl bench env --env darkroom
 	$(CARGO) bench --workspace
+
+# `icrl bench model` against its PyTorch eager reference (bench/reference/relic_model.py, run by
+# the project's cached Python), alternating for ROUNDS rounds at each thread count of THREADS;
+# prints every round, the medians and the median ratio. WORK=decode (64 envs) or train (batch 16).
+ROUNDS ?= 5
+THREADS ?= 1,2
+WORK ?= decode
+CONTEXT ?= 512
+BENCH_PYTHON ?= $(or $(ICRL_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/icrl)/torch-2.11.0/bin/python
+
+bench-compare: build
+	$(BENCH_PYTHON) bench/reference/compare.py --python $(BENCH_PYTHON) --work $(WORK) \
+		--rounds $(ROUNDS) --threads $(THREADS) --context $(CONTEXT) $(if $(BATCH),--batch $(BATCH))
 
 fmt:
 	$(CARGO) fmt --all

@@ -194,6 +194,9 @@ pub enum BenchCommand {
         /// Trial length (storage and KV cache size).
         #[arg(long, default_value_t = 1024)]
         rollout_len: usize,
+        /// Decode path of the model policy: auto, libtorch or fused.
+        #[arg(long, default_value = "auto")]
+        inference: String,
         /// Timed rounds, sampler and bare envs alternating; the report gives each round and
         /// the medians (one timing on a shared machine can be off by 30%).
         #[arg(long, default_value_t = 5)]
@@ -231,6 +234,22 @@ pub enum BenchCommand {
         /// f32 or bf16 (default: bf16 on CUDA, f32 on CPU).
         #[arg(long)]
         dtype: Option<String>,
+    },
+    /// End-to-end env steps/s of a ReLIC config, split into sampling (inference, env), PPO
+    /// update and KV-cache refresh (no checkpoints, a one-episode final evaluation).
+    Train {
+        /// The run config (RON).
+        #[arg(long)]
+        config: PathBuf,
+        /// Env steps to train (rounded up to whole rollouts of num_envs x rollout_len).
+        #[arg(long, default_value_t = 65_536)]
+        steps: u64,
+        /// Override a config field, e.g. --set sampler.inference=Libtorch (repeatable).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
+        /// cpu, cuda or cuda:N (default: the config's runtime device).
+        #[arg(long)]
+        device: Option<String>,
     },
 }
 
@@ -399,6 +418,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             policy,
             mode,
             rollout_len,
+            inference,
             repeats,
             seed,
         }) => {
@@ -415,12 +435,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 mode: mode
                     .parse()
                     .map_err(|_| bad("--mode: expected sync or double"))?,
+                inference: inference
+                    .parse()
+                    .map_err(|_| bad("--inference: expected auto, libtorch or fused"))?,
                 rollout_len,
                 repeats,
                 seed,
                 ..sampler::BenchSamplerOptions::default()
             };
             print_json(&sampler::bench_sampler(&opts)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Train {
+            config: path,
+            steps,
+            set,
+            device,
+        }) => {
+            let config: trainer::Config = config::load(&path, &set)?;
+            print_json(&trainer::bench_train::bench_train(
+                config,
+                steps,
+                device.as_deref(),
+            )?);
             Ok(())
         }
         Command::Bench(BenchCommand::Model {

@@ -1,8 +1,11 @@
 //! `icrl bench model`: training throughput (forward + backward over full contexts), decode
-//! throughput with the KV cache, peak memory and the attention backend libtorch picks.
+//! throughput with the KV cache (libtorch's `decode_*` and, on the CPU in f32, the fused
+//! path's `fused_decode_*` on libtorch's thread count), peak memory and the attention backend
+//! libtorch picks.
 
 use crate::cache::KvCache;
 use crate::config::{DType, ModelConfig, ObsSpec, PosEncoding, Sink, SinkInit};
+use crate::fused_decode::FusedDecoder;
 use crate::tokens::StepInputs;
 use crate::ActorCritic;
 use anyhow::{bail, ensure, Context, Result};
@@ -271,6 +274,28 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
         report["decode_steps_per_s"] = json!(timed / secs);
         report["decode_env_steps_per_s"] = json!(timed * b as f64 / secs);
         report["decode_peak_bytes"] = json!(peak_bytes(device));
+    }
+
+    if opts.decode_steps > 0 && FusedDecoder::supports(&model) {
+        // The same decode with the fused CPU path, on libtorch's thread count.
+        let steps = opts.decode_steps as i64;
+        let threads = tch::get_num_threads().max(1) as usize;
+        let mut fused = FusedDecoder::new(&model, opts.batch, opts.context, threads)?;
+        fused.fill_for_benchmark((n - steps).max(0) as usize)?;
+        let x = bench_inputs(b, 1, &spec, device);
+        fused.decode(&model, &x)?; // warm-up
+        let start = Instant::now();
+        for _ in 1..steps {
+            fused.decode(&model, &x)?;
+        }
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        let timed = (steps - 1).max(1) as f64;
+        report["fused_decode_threads"] = json!(fused.threads());
+        report["fused_decode_steps_per_s"] = json!(timed / secs);
+        report["fused_decode_env_steps_per_s"] = json!(timed * b as f64 / secs);
+        if let Some(libtorch) = report["decode_steps_per_s"].as_f64() {
+            report["fused_over_libtorch_decode"] = json!(timed / secs / libtorch);
+        }
     }
     Ok(report)
 }

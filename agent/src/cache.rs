@@ -90,6 +90,17 @@ impl KvCache {
             .map_or(0, |&n| n.min(self.capacity) as usize)
     }
 
+    /// `[B, C]` i64: episode index of the token in each ring entry (meaningful where the
+    /// entry holds a token of the slot's current window).
+    pub(crate) fn entry_episode(&self) -> &Tensor {
+        &self.entry_episode
+    }
+
+    /// Whether entry 0 of every layer's keys and values is the sink slot.
+    pub(crate) fn sink_slots(&self) -> i64 {
+        self.sink_slots
+    }
+
     /// The device the cache lives on.
     pub fn device(&self) -> Device {
         self.entry_position.device()

@@ -7,6 +7,8 @@
 //! - [`KvCache`]: batched per-env ring buffers with independent resets and a sliding window.
 //! - [`SequenceModel`], DPT's transition-token model.
 //! - [`GruPolicy`], the RL² baseline.
+//! - [`FusedDecoder`]: the fused CPU decode step of an [`ActorCritic`] for small models
+//!   (equal to [`ActorCritic::decode`] within 1e-5), with its own KV cache.
 //! - [`bench_model`] behind `icrl bench model`.
 //!
 //! A rollout with the cache (one token per env per step; a slot is reset at its trial's
@@ -42,6 +44,7 @@ mod actor_critic;
 mod bench;
 mod cache;
 mod config;
+mod fused_decode;
 mod gru;
 mod sequence;
 mod tokens;
@@ -51,6 +54,7 @@ pub use actor_critic::ActorCritic;
 pub use bench::{bench_model, parse_device, BenchModelOptions};
 pub use cache::KvCache;
 pub use config::{DType, ModelConfig, ObsSpec, PosEncoding, Sink, SinkInit};
+pub use fused_decode::FusedDecoder;
 pub use gru::GruPolicy;
 pub use sequence::SequenceModel;
 pub use tokens::{ImageCnn, StepInputs, TokenEncoder};

@@ -195,13 +195,13 @@ impl ImageCnn {
 #[derive(Debug)]
 pub struct TokenEncoder {
     /// Vector MLP `V -> encoder_hidden -> D` ("vector.fc1", "vector.fc2"); None when V = 0.
-    vector: Option<(nn::Linear, nn::Linear)>,
+    pub(crate) vector: Option<(nn::Linear, nn::Linear)>,
     /// Image CNN ("image.*"), when the spec has an image.
-    image: Option<ImageCnn>,
+    pub(crate) image: Option<ImageCnn>,
     /// Embedding of the previous action, `num_actions + 1` ids ("prev_action").
-    prev_action: nn::Embedding,
+    pub(crate) prev_action: nn::Embedding,
     /// Linear `1 -> D` of the previous reward ("prev_reward").
-    prev_reward: nn::Linear,
+    pub(crate) prev_reward: nn::Linear,
     kind: Kind,
 }
 

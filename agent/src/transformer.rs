@@ -22,7 +22,7 @@ fn linear_no_bias(p: nn::Path, inputs: usize, outputs: usize) -> nn::Linear {
 /// RMSNorm with a learned scale ("weight"), computed in fp32.
 #[derive(Debug)]
 pub struct RmsNorm {
-    weight: Tensor,
+    pub(crate) weight: Tensor,
 }
 
 impl RmsNorm {
@@ -86,10 +86,10 @@ pub struct SinkKv {
 /// Multi-head attention projections (no biases).
 #[derive(Debug)]
 pub struct Attention {
-    wq: nn::Linear,
-    wk: nn::Linear,
-    wv: nn::Linear,
-    wo: nn::Linear,
+    pub(crate) wq: nn::Linear,
+    pub(crate) wk: nn::Linear,
+    pub(crate) wv: nn::Linear,
+    pub(crate) wo: nn::Linear,
     /// Learned sink key `[H, hd]` (`SinkKv { k: Learned, .. }`), initialised at zero.
     pub sink_k: Option<Tensor>,
     /// Learned sink value `[H, hd]` (`SinkKv { v: Learned, .. }`), initialised at zero.
@@ -179,9 +179,9 @@ pub fn causal_attention(
 /// Gated MLP: `w_down(gelu(w_gate x) * w_up x)`.
 #[derive(Debug)]
 pub struct Mlp {
-    w_gate: nn::Linear,
-    w_up: nn::Linear,
-    w_down: nn::Linear,
+    pub(crate) w_gate: nn::Linear,
+    pub(crate) w_up: nn::Linear,
+    pub(crate) w_down: nn::Linear,
 }
 
 impl Mlp {
@@ -202,11 +202,11 @@ impl Mlp {
 /// One pre-norm transformer block.
 #[derive(Debug)]
 pub struct Block {
-    attn_norm: RmsNorm,
+    pub(crate) attn_norm: RmsNorm,
     /// Attention (and this layer's learned sink parameters).
     pub attn: Attention,
-    mlp_norm: RmsNorm,
-    mlp: Mlp,
+    pub(crate) mlp_norm: RmsNorm,
+    pub(crate) mlp: Mlp,
 }
 
 impl Block {
@@ -285,11 +285,11 @@ pub struct Transformer {
     cfg: ModelConfig,
     /// The blocks ("layers.{i}").
     pub layers: Vec<Block>,
-    norm: RmsNorm,
+    pub(crate) norm: RmsNorm,
     /// `Learned`: absolute position table `[max_positions, D]` ("position").
-    position: Option<nn::Embedding>,
+    pub(crate) position: Option<nn::Embedding>,
     /// `EpisodeRope`: within-episode step table `[max_episode_steps, D]` ("episode_step").
-    episode_step: Option<nn::Embedding>,
+    pub(crate) episode_step: Option<nn::Embedding>,
     /// `SinkToken`: the learned token `[D]` ("sink_token").
     pub sink_token: Option<Tensor>,
 }

@@ -32,6 +32,7 @@ fn collect(c: &mut Criterion) {
         let cfg = SamplerConfig {
             threads,
             mode: SamplerMode::Sync,
+            ..SamplerConfig::default()
         };
         let mut sampler = Sampler::new(&env, &cfg, ENVS, SEED).expect("sampler");
         let spec = sampler.spec().clone();

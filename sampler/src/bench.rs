@@ -3,7 +3,7 @@
 //! count and threads (random actions, no policy, no storage). The two alternate for
 //! `repeats` rounds; steps/s and the ratio are the medians of the rounds.
 
-use crate::config::{SamplerConfig, SamplerMode};
+use crate::config::{PolicyInference, SamplerConfig, SamplerMode};
 use crate::policy::{obs_spec, ModelPolicy, Policy, RandomPolicy};
 use crate::sampler::{CollectStats, Sampler};
 use crate::storage::RolloutStorage;
@@ -59,6 +59,8 @@ pub struct BenchSamplerOptions {
     pub policy: BenchPolicy,
     /// Sync or double-buffered sampling.
     pub mode: SamplerMode,
+    /// Decode path of the model policy (`Auto`: fused on the CPU in f32).
+    pub inference: PolicyInference,
     /// Trial length `T` (the storage and KV cache size); a new trial starts every `T` steps.
     pub rollout_len: usize,
     /// Seed of envs, tasks and policy.
@@ -81,6 +83,7 @@ impl Default for BenchSamplerOptions {
             warmup_steps: 200,
             policy: BenchPolicy::Random,
             mode: SamplerMode::Sync,
+            inference: PolicyInference::Auto,
             rollout_len: 1024,
             seed: 0,
             compare_env: true,
@@ -141,6 +144,7 @@ pub fn bench_sampler(opts: &BenchSamplerOptions) -> Result<serde_json::Value> {
     let cfg = SamplerConfig {
         threads: opts.threads,
         mode: opts.mode,
+        ..SamplerConfig::default()
     };
     let threads = cfg.resolved_threads();
     let mut sampler = Sampler::new(&env, &cfg, opts.envs, opts.seed)?;
@@ -158,14 +162,20 @@ pub fn bench_sampler(opts: &BenchSamplerOptions) -> Result<serde_json::Value> {
             (Some(mc), Some(m))
         }
     };
+    let mut inference = "none";
     let mut policy: Box<dyn Policy + '_> = match &model {
         None => Box::new(RandomPolicy::new(spec.num_actions, opts.envs, opts.seed)?),
-        Some(m) => Box::new(ModelPolicy::new(
-            m,
-            &sampler.act_groups(),
-            opts.rollout_len,
-            opts.seed,
-        )?),
+        Some(m) => {
+            let p = ModelPolicy::with_inference(
+                m,
+                &sampler.act_groups(),
+                opts.rollout_len,
+                opts.seed,
+                opts.inference,
+            )?;
+            inference = if p.is_fused() { "fused" } else { "libtorch" };
+            Box::new(p)
+        }
     };
 
     let mut warm = CollectStats::default();
@@ -237,6 +247,7 @@ pub fn bench_sampler(opts: &BenchSamplerOptions) -> Result<serde_json::Value> {
         "shard_write_seconds": total.shard_write_seconds,
         "episodes": total.episodes.len(),
         "torch_threads": tch::get_num_threads(),
+        "inference": inference,
     });
     if let Some(mc) = model_cfg {
         report["model"] = json!({"layers": mc.layers, "d_model": mc.d_model, "heads": mc.heads, "mlp_hidden": mc.mlp_hidden});

@@ -41,7 +41,7 @@ mod storage;
 mod worker;
 
 pub use bench::{bench_sampler, BenchPolicy, BenchSamplerOptions};
-pub use config::{SamplerConfig, SamplerMode};
+pub use config::{PolicyInference, SamplerConfig, SamplerMode};
 pub use policy::{obs_spec, ModelPolicy, Policy, PolicyOutput, RandomPolicy, SlotStreams};
 pub use sampler::{CollectStats, Sampler};
 pub use storage::RolloutStorage;

@@ -1,9 +1,10 @@
 //! What acts: the [`Policy`] trait, a uniform [`RandomPolicy`] and the transformer
 //! [`ModelPolicy`].
 
+use crate::config::PolicyInference;
 use crate::ensure_invalid;
 use crate::storage::RolloutStorage;
-use agent::{ActorCritic, KvCache, ObsSpec};
+use agent::{ActorCritic, FusedDecoder, KvCache, ObsSpec};
 use anyhow::{Context, Result};
 use envs::rng::mix64;
 use envs::EnvSpec;
@@ -269,10 +270,16 @@ impl Policy for RandomPolicy {
 /// An [`agent::ActorCritic`] acting through its KV cache: one cache per act group (the whole
 /// batch in `Sync` mode, one per half in `DoubleBuffered` mode, see
 /// [`crate::Sampler::act_groups`]), so no cache is ever sliced. Actions are sampled from the
-/// categorical with per-slot streams (or taken greedily), on the model's device.
+/// categorical with per-slot streams (or taken greedily).
 ///
-/// After a policy update call [`ModelPolicy::refresh`] (or reset the caches yourself and
-/// prefill them with [`ActorCritic::prefill`] from `storage.inputs_rows(0, t, group)`).
+/// The decode step runs in libtorch or, for a model on the CPU in f32, in the fused CPU path
+/// ([`agent::FusedDecoder`], one per act group, equal to libtorch within 1e-5): see
+/// [`PolicyInference`]. The fused path copies the parameters at every trial start (column 0)
+/// and in [`ModelPolicy::refresh`].
+///
+/// After a policy update call [`ModelPolicy::refresh`]. (With the libtorch path only, a custom
+/// refresh may instead reset the caches and prefill them with [`ActorCritic::prefill`] from
+/// `storage.inputs_rows(0, t, group)`.)
 #[derive(Debug)]
 pub struct ModelPolicy<'a> {
     model: &'a ActorCritic,
@@ -282,17 +289,34 @@ pub struct ModelPolicy<'a> {
     reset_each_episode: bool,
     device: Device,
     num_actions: usize,
+    /// One fused decoder per act group (same order as `caches`) when the fused path runs.
+    fused: Vec<FusedDecoder>,
+    /// Log-probabilities of the fused path's last step `[rows][A]` (reused buffer).
+    logp: Vec<f32>,
 }
 
 impl<'a> ModelPolicy<'a> {
     /// A policy for the env rows of `groups` (disjoint, non-empty ranges; usually
     /// [`crate::Sampler::act_groups`]) with caches of `capacity` tokens per slot (the trial
     /// length for no sliding window) on the model's device; sampling streams seeded by `seed`.
+    /// The decode path is libtorch's ([`PolicyInference::Libtorch`], the config default).
     pub fn new(
         model: &'a ActorCritic,
         groups: &[Range<usize>],
         capacity: usize,
         seed: u64,
+    ) -> Result<Self> {
+        Self::with_inference(model, groups, capacity, seed, PolicyInference::Libtorch)
+    }
+
+    /// As [`ModelPolicy::new`], with the decode path chosen by `inference`. The fused path
+    /// shards each group over `tch::get_num_threads() / groups.len()` threads (at least 1).
+    pub fn with_inference(
+        model: &'a ActorCritic,
+        groups: &[Range<usize>],
+        capacity: usize,
+        seed: u64,
+        inference: PolicyInference,
     ) -> Result<Self> {
         ensure_invalid!(!groups.is_empty(), "model policy: no act groups");
         let mut sorted: Vec<Range<usize>> = groups.to_vec();
@@ -314,6 +338,24 @@ impl<'a> ModelPolicy<'a> {
             caches.push((g.clone(), KvCache::new(cfg, g.len(), capacity, device)?));
         }
         let num_envs = sorted.last().map_or(0, |g| g.end);
+        let fused_path = match inference {
+            PolicyInference::Auto => FusedDecoder::supports(model),
+            PolicyInference::Libtorch => false,
+            PolicyInference::Fused => {
+                ensure_invalid!(
+                    FusedDecoder::supports(model),
+                    "model policy: inference Fused needs the model on the CPU in f32"
+                );
+                true
+            }
+        };
+        let mut fused = Vec::new();
+        if fused_path {
+            let threads = (tch::get_num_threads().max(1) as usize / groups.len()).max(1);
+            for g in groups {
+                fused.push(FusedDecoder::new(model, g.len(), capacity, threads)?);
+            }
+        }
         Ok(ModelPolicy {
             model,
             caches,
@@ -322,6 +364,8 @@ impl<'a> ModelPolicy<'a> {
             reset_each_episode: false,
             device,
             num_actions: model.spec().num_actions,
+            fused,
+            logp: Vec::new(),
         })
     }
 
@@ -342,7 +386,13 @@ impl<'a> ModelPolicy<'a> {
         self.model
     }
 
-    /// The caches with the env rows each serves.
+    /// True when the decode step runs in the fused CPU path.
+    pub fn is_fused(&self) -> bool {
+        !self.fused.is_empty()
+    }
+
+    /// The libtorch caches with the env rows each serves (with the fused path they hold the
+    /// prefix of the last [`ModelPolicy::refresh`] only).
     pub fn caches(&self) -> &[(Range<usize>, KvCache)] {
         &self.caches
     }
@@ -372,8 +422,12 @@ impl<'a> ModelPolicy<'a> {
             "model policy: refresh is not available with reset_each_episode; use a model with inter_episode_attention: false instead"
         );
         let mut values = Vec::with_capacity(self.caches.len());
-        for (rows, cache) in &mut self.caches {
+        for (g, (rows, cache)) in self.caches.iter_mut().enumerate() {
             cache.reset_all();
+            if let Some(fused) = self.fused.get_mut(g) {
+                fused.refresh_weights(self.model)?;
+                fused.reset_all();
+            }
             if t == 0 {
                 values.push(Tensor::zeros(
                     [rows.len() as i64, 0],
@@ -388,6 +442,10 @@ impl<'a> ModelPolicy<'a> {
                 .model
                 .prefill(cache, &x, chunk)
                 .with_context(|| format!("model policy: refreshing the cache of rows {rows:?}"))?;
+            if let Some(fused) = self.fused.get_mut(g) {
+                // libtorch's chunked prefill, handed over to the fused decoder.
+                fused.load_cache(cache)?;
+            }
             values.push(v);
         }
         Ok(values)
@@ -427,20 +485,40 @@ impl Policy for ModelPolicy<'_> {
         let x = storage
             .inputs_rows(t, t + 1, slots.clone())?
             .to_device(self.device);
-        let cache = &mut self.caches[g].1;
-        if t == 0 {
-            cache.reset_all();
-        } else if self.reset_each_episode {
-            let steps: Vec<i64> = to_host(&x.step_in_episode)?;
-            for (i, &s) in steps.iter().enumerate() {
-                if s == 0 {
-                    cache.reset_slot(i)?;
+        let (logp, value) = match self.fused.get_mut(g) {
+            Some(fused) => {
+                if t == 0 {
+                    fused.refresh_weights(self.model)?;
+                    fused.reset_all();
+                } else if self.reset_each_episode {
+                    let steps: Vec<i64> = to_host(&x.step_in_episode)?;
+                    for (i, &s) in steps.iter().enumerate() {
+                        if s == 0 {
+                            fused.reset_slot(i)?;
+                        }
+                    }
                 }
+                let (logits, value) = fused.decode(self.model, &x)?;
+                log_softmax_rows(logits, self.num_actions, &mut self.logp);
+                (std::mem::take(&mut self.logp), value.to_vec())
             }
-        }
-        let (logits, value) = self.model.decode(cache, &x)?;
-        let logp: Vec<f32> = to_host(&logits.f_log_softmax(-1, Kind::Float)?)?;
-        let value: Vec<f32> = to_host(&value)?;
+            None => {
+                let cache = &mut self.caches[g].1;
+                if t == 0 {
+                    cache.reset_all();
+                } else if self.reset_each_episode {
+                    let steps: Vec<i64> = to_host(&x.step_in_episode)?;
+                    for (i, &s) in steps.iter().enumerate() {
+                        if s == 0 {
+                            cache.reset_slot(i)?;
+                        }
+                    }
+                }
+                let (logits, value) = self.model.decode(cache, &x)?;
+                let logp: Vec<f32> = to_host(&logits.f_log_softmax(-1, Kind::Float)?)?;
+                (logp, to_host::<f32>(&value)?)
+            }
+        };
         let a = self.num_actions;
         let n = slots.len();
         ensure_invalid!(
@@ -490,7 +568,21 @@ impl Policy for ModelPolicy<'_> {
             out.actions.push(action as u32);
             out.logprob.push(row[action]);
         }
+        if self.is_fused() {
+            self.logp = logp; // keep the buffer for the next step
+        }
         Ok(out)
+    }
+}
+
+/// `out` = log-softmax of each row of `logits` (`[rows][a]`), as libtorch computes it in f32:
+/// `x - max - ln(sum(exp(x - max)))`.
+fn log_softmax_rows(logits: &[f32], a: usize, out: &mut Vec<f32>) {
+    out.clear();
+    for row in logits.chunks_exact(a.max(1)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_sum = row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
+        out.extend(row.iter().map(|&x| x - max - log_sum));
     }
 }
 

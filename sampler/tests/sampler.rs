@@ -86,7 +86,11 @@ fn run(
     staged: bool,
     local: bool,
 ) -> (Snapshot, Vec<sampler::EpisodeStats>) {
-    let cfg = SamplerConfig { threads, mode };
+    let cfg = SamplerConfig {
+        threads,
+        mode,
+        ..SamplerConfig::default()
+    };
     let mut sampler = Sampler::new(env, &cfg, b, 7).unwrap();
     sampler.force_staging(staged);
     let mut storage = RolloutStorage::with_next_obs(sampler.spec(), b, t, Device::Cpu).unwrap();
@@ -191,6 +195,7 @@ fn episode_indices_across_auto_resets() {
         &SamplerConfig {
             threads: 2,
             mode: SamplerMode::Sync,
+            ..SamplerConfig::default()
         },
         6,
         1,
@@ -230,6 +235,7 @@ fn episode_indices_across_auto_resets() {
         &SamplerConfig {
             threads: 2,
             mode: SamplerMode::DoubleBuffered,
+            ..SamplerConfig::default()
         },
         b,
         5,
@@ -290,7 +296,11 @@ impl Policy for ObsPolicy {
 fn pause_and_resume_lose_and_repeat_nothing() {
     let env = EnvConfig::from_name("key_to_door").unwrap();
     for mode in [SamplerMode::Sync, SamplerMode::DoubleBuffered] {
-        let cfg = SamplerConfig { threads: 2, mode };
+        let cfg = SamplerConfig {
+            threads: 2,
+            mode,
+            ..SamplerConfig::default()
+        };
         let go = |chunks: &[usize], switch_at: Option<usize>| {
             let mut sampler = Sampler::new(&env, &cfg, 8, 4).unwrap();
             let mut storage = RolloutStorage::new(sampler.spec(), 8, 100, Device::Cpu).unwrap();
@@ -327,7 +337,11 @@ fn model_policy_runs_and_refresh_matches_incremental_decoding() {
     use agent::{ActorCritic, ModelConfig};
     let env = EnvConfig::from_name("darkroom").unwrap();
     for mode in [SamplerMode::Sync, SamplerMode::DoubleBuffered] {
-        let cfg = SamplerConfig { threads: 2, mode };
+        let cfg = SamplerConfig {
+            threads: 2,
+            mode,
+            ..SamplerConfig::default()
+        };
         let mut sampler = Sampler::new(&env, &cfg, 6, 3).unwrap();
         let spec = sampler.spec().clone();
         tch::manual_seed(0);
@@ -376,6 +390,74 @@ fn model_policy_runs_and_refresh_matches_incremental_decoding() {
     }
 }
 
+/// The fused decode path acts like the libtorch one: the same greedy actions, values and
+/// log-probabilities within 1e-5, across a pause with refresh (cache hand-over) and in both
+/// modes; also with a context reset at every episode start.
+#[test]
+fn fused_and_libtorch_policies_act_alike() {
+    use agent::{ActorCritic, ModelConfig};
+    use sampler::{ModelPolicy, PolicyInference};
+    let env = EnvConfig::from_name("darkroom").unwrap();
+    tch::manual_seed(4);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let mc = ModelConfig {
+        depth_dropout: 0.0,
+        ..ModelConfig::default()
+    };
+    let spec = env.spec();
+    let model = ActorCritic::new(&vs.root(), &mc, &sampler::obs_spec(&spec)).unwrap();
+    for mode in [SamplerMode::Sync, SamplerMode::DoubleBuffered] {
+        for reset_each_episode in [false, true] {
+            let run = |inference: PolicyInference| {
+                let cfg = SamplerConfig {
+                    threads: 2,
+                    mode,
+                    inference,
+                };
+                let mut sampler = Sampler::new(&env, &cfg, 6, 3).unwrap();
+                let mut storage = RolloutStorage::new(&spec, 6, 150, Device::Cpu).unwrap();
+                // Capacity 64 < 150: the windows slide.
+                let mut policy = ModelPolicy::with_inference(
+                    &model,
+                    &sampler.act_groups(),
+                    64,
+                    9,
+                    cfg.inference,
+                )
+                .unwrap();
+                assert_eq!(policy.is_fused(), inference == PolicyInference::Fused);
+                policy.set_greedy(true);
+                policy.set_reset_each_episode(reset_each_episode);
+                sampler
+                    .start_trials(&tasks_for(&sampler, 5), &mut storage)
+                    .unwrap();
+                sampler.collect(&mut policy, &mut storage, 70).unwrap();
+                if !reset_each_episode {
+                    policy.refresh(&storage, 70, 16).unwrap();
+                }
+                sampler.collect(&mut policy, &mut storage, 80).unwrap();
+                storage
+            };
+            let (fused, libtorch) = (run(PolicyInference::Fused), run(PolicyInference::Libtorch));
+            assert_eq!(
+                host(&fused.action),
+                host(&libtorch.action),
+                "{mode:?} reset_each_episode={reset_each_episode}: actions differ"
+            );
+            for (name, a, b) in [
+                ("value", &fused.value, &libtorch.value),
+                ("logprob", &fused.logprob, &libtorch.logprob),
+            ] {
+                let d = (a - b).abs().max().double_value(&[]);
+                assert!(
+                    d <= 1e-5,
+                    "{mode:?} reset_each_episode={reset_each_episode}: {name} differs by {d}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn model_policy_sampling_is_independent_of_the_mode() {
     use agent::{ActorCritic, ModelConfig};
@@ -390,7 +472,17 @@ fn model_policy_sampling_is_independent_of_the_mode() {
     let model = ActorCritic::new(&vs.root(), &mc, &sampler::obs_spec(&spec)).unwrap();
     let mut results = vec![];
     for (threads, mode) in [(1, SamplerMode::Sync), (2, SamplerMode::DoubleBuffered)] {
-        let mut sampler = Sampler::new(&env, &SamplerConfig { threads, mode }, 4, 3).unwrap();
+        let mut sampler = Sampler::new(
+            &env,
+            &SamplerConfig {
+                threads,
+                mode,
+                ..SamplerConfig::default()
+            },
+            4,
+            3,
+        )
+        .unwrap();
         let mut storage = RolloutStorage::new(&spec, 4, 60, Device::Cpu).unwrap();
         let mut policy = sampler::ModelPolicy::new(&model, &sampler.act_groups(), 60, 9).unwrap();
         let tasks = tasks_for(&sampler, 5);
@@ -488,8 +580,17 @@ fn env_faults_become_errors_and_stop_the_threads() {
                     panic,
                 }) as Box<dyn VecEnv>)
             });
-            let mut sampler =
-                Sampler::with_builder(build, &SamplerConfig { threads, mode }, 12, 42).unwrap();
+            let mut sampler = Sampler::with_builder(
+                build,
+                &SamplerConfig {
+                    threads,
+                    mode,
+                    ..SamplerConfig::default()
+                },
+                12,
+                42,
+            )
+            .unwrap();
             assert_eq!(sampler.alive_threads(), sampler.worker_threads());
             let mut storage = RolloutStorage::new(sampler.spec(), 12, 100, Device::Cpu).unwrap();
             let mut policy = RandomPolicy::new(5, 12, 0).unwrap();
@@ -543,6 +644,7 @@ fn builder_panics_and_policy_errors_are_reported() {
         &SamplerConfig {
             threads: 2,
             mode: SamplerMode::Sync,
+            ..SamplerConfig::default()
         },
         4,
         0,
@@ -575,6 +677,7 @@ fn builder_panics_and_policy_errors_are_reported() {
         &SamplerConfig {
             threads: 2,
             mode: SamplerMode::Sync,
+            ..SamplerConfig::default()
         },
         4,
         0,
@@ -617,7 +720,8 @@ fn builder_panics_and_policy_errors_are_reported() {
         &env,
         &SamplerConfig {
             threads: 2,
-            mode: SamplerMode::DoubleBuffered
+            mode: SamplerMode::DoubleBuffered,
+            ..SamplerConfig::default()
         },
         1,
         0
@@ -634,6 +738,7 @@ fn shuffle_keeps_tuples_and_renumbers_episodes() {
         &SamplerConfig {
             threads: 2,
             mode: SamplerMode::Sync,
+            ..SamplerConfig::default()
         },
         b,
         8,
@@ -728,7 +833,8 @@ fn config_parses_validates_and_rejects_unknown_fields() {
         c,
         SamplerConfig {
             threads: 3,
-            mode: SamplerMode::DoubleBuffered
+            mode: SamplerMode::DoubleBuffered,
+            ..SamplerConfig::default()
         }
     );
     let d: SamplerConfig = ron::from_str("()").unwrap();
@@ -737,6 +843,7 @@ fn config_parses_validates_and_rejects_unknown_fields() {
     let bad = SamplerConfig {
         threads: 100_000,
         mode: SamplerMode::Sync,
+        ..SamplerConfig::default()
     };
     assert_eq!(bad.validate()[0].0, "threads");
     assert!(Sampler::new(&EnvConfig::from_name("darkroom").unwrap(), &bad, 4, 0).is_err());

@@ -93,7 +93,13 @@ pub fn evaluate_actor_critic(
     let device = model.actor.ws.device();
     let mut storage = RolloutStorage::new(&spec, trial_tasks.len(), max_steps, device)?;
     let window = cfg.context_window.unwrap_or(context).max(1);
-    let mut policy = ModelPolicy::new(model, &sampler.act_groups(), window, seed)?;
+    let mut policy = ModelPolicy::with_inference(
+        model,
+        &sampler.act_groups(),
+        window,
+        seed,
+        sampler_cfg.inference,
+    )?;
     policy.set_greedy(cfg.greedy);
     let results = run_trials(
         &mut sampler,

@@ -6,6 +6,7 @@
 //! [`error`] the error types at the bottom. The experiment tooling (experiment files, sweeps,
 //! reports) is the `lab` crate and the command line the `icrl` binary; both depend on this
 //! crate, never the reverse.
+pub mod bench_train;
 pub mod config;
 pub mod error;
 pub mod fsutil;

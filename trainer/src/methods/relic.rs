@@ -116,10 +116,17 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
         let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, b, seed)?;
         let tasks = sampler.sample_tasks(Split::Train, &mut rng)?;
         sampler.start_trials(&tasks, &mut storage)?;
-        let mut policy = ModelPolicy::new(&model, &sampler.act_groups(), t_len, seed)?;
+        let mut policy = ModelPolicy::with_inference(
+            &model,
+            &sampler.act_groups(),
+            t_len,
+            seed,
+            cfg.sampler.inference,
+        )?;
         let mut rollout_stats = CollectStats::default();
         let started = std::time::Instant::now();
         let mut update_seconds = 0.0;
+        let mut refresh_seconds = 0.0;
         for k in 1..=u {
             let (loss_start, end) = ppo_math::partial_update_range(k, u, t_len);
             let stats = sampler.collect(&mut policy, &mut storage, segment)?;
@@ -163,7 +170,9 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
                     storage.shuffle_completed_episodes(&mut rng)?;
                 }
                 let _guard = tch::no_grad_guard();
+                let t0 = std::time::Instant::now();
                 policy.refresh(&storage, end, PREFILL_CHUNK)?;
+                refresh_seconds += t0.elapsed().as_secs_f64();
             }
             bar.set_position(state.env_steps.min(ppo.total_steps));
         }
@@ -175,6 +184,7 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
             &rollout_stats,
             seconds,
             update_seconds,
+            refresh_seconds,
         )?;
         drop(policy);
         drop(sampler);
@@ -384,6 +394,7 @@ fn log_rollout(
     s: &CollectStats,
     seconds: f64,
     update_seconds: f64,
+    refresh_seconds: f64,
 ) -> Result<()> {
     if !s.episodes.is_empty() {
         let n = s.episodes.len() as f64;
@@ -428,6 +439,8 @@ fn log_rollout(
     logger.scalar("perf/update_seconds", step, update_seconds)?;
     logger.scalar("perf/inference_seconds", step, s.inference_seconds)?;
     logger.scalar("perf/env_seconds", step, s.env_seconds)?;
+    logger.scalar("perf/collect_seconds", step, s.seconds)?;
+    logger.scalar("perf/refresh_seconds", step, refresh_seconds)?;
     Ok(())
 }
 

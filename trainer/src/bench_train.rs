@@ -1,0 +1,85 @@
+//! `icrl bench train --config C --steps N`: end-to-end env steps/s of a ReLIC config, with
+//! where the time goes (sampling = policy inference + env stepping, PPO update, KV-cache
+//! refresh after partial updates).
+//!
+//! The config trains for about `N` env steps (whole rollouts of `num_envs x rollout_len`) in a
+//! temporary run folder, with no checkpoints, no TensorBoard files and a one-episode final
+//! evaluation; the numbers are the sums of the trainer's own per-rollout `perf/*` timings,
+//! so the evaluation and start-up are not counted.
+
+use crate::config::Method;
+use crate::run::logging::{GuardedLogger, MemoryLogger};
+use crate::run::Run;
+use crate::Config;
+use anyhow::{ensure, Context, Result};
+use serde_json::json;
+
+/// Trains `config` (a ReLIC config) for about `steps` env steps and returns one JSON object.
+pub fn bench_train(
+    mut config: Config,
+    steps: u64,
+    device: Option<&str>,
+) -> Result<serde_json::Value> {
+    ensure!(steps > 0, "bench train: --steps must be at least 1");
+    let (num_envs, rollout_len) = match &mut config.method {
+        Method::Relic(ppo) => {
+            ppo.total_steps = steps;
+            (ppo.num_envs, ppo.rollout_len)
+        }
+        _ => anyhow::bail!(
+            "bench train supports ReLIC configs (method: Relic(...)), got {}",
+            config.method_name()
+        ),
+    };
+    config.eval.every_steps = 0;
+    config.eval.max_tasks = Some(1);
+    config.eval.trials_per_task = 1;
+    config.eval.episodes_per_trial = 1;
+    config.checkpoint.every_updates = 0;
+    config.logging.tensorboard = false;
+    config.logging.progress = false;
+    let out = std::env::temp_dir().join(format!("icrl-bench-train-{}", std::process::id()));
+    let result = (|| -> Result<serde_json::Value> {
+        let mut run = Run::start(config.clone(), &out, device)?;
+        let memory = MemoryLogger::new();
+        run.logger = GuardedLogger::new(Box::new(memory.clone()), config.logging.on_error);
+        crate::train(&mut run).context("bench train: training")?;
+        let total = |tag: &str| -> f64 { memory.scalars(tag).iter().map(|(_, v)| v).sum() };
+        let rollouts = memory.scalars("perf/rollout_seconds").len();
+        let env_steps = (rollouts * num_envs * rollout_len) as f64;
+        let seconds = total("perf/rollout_seconds");
+        let (collect, update, refresh) = (
+            total("perf/collect_seconds"),
+            total("perf/update_seconds"),
+            total("perf/refresh_seconds"),
+        );
+        let (inference, env) = (total("perf/inference_seconds"), total("perf/env_seconds"));
+        let share = |x: f64| x / seconds.max(1e-12);
+        Ok(json!({
+            "bench": "train",
+            "config": config.name,
+            "method": config.method_name(),
+            "num_envs": num_envs,
+            "rollout_len": rollout_len,
+            "rollouts": rollouts,
+            "env_steps": env_steps,
+            "seconds": seconds,
+            "env_steps_per_s": env_steps / seconds.max(1e-12),
+            "sampling_seconds": collect,
+            "inference_seconds": inference,
+            "env_seconds": env,
+            "update_seconds": update,
+            "refresh_seconds": refresh,
+            "sampling_share": share(collect),
+            "inference_share": share(inference),
+            "env_share": share(env),
+            "update_share": share(update),
+            "refresh_share": share(refresh),
+            "other_share": share(seconds - collect - update - refresh).max(0.0),
+            "sampler_inference": format!("{:?}", config.sampler.inference),
+            "torch_threads": tch::get_num_threads(),
+        }))
+    })();
+    let _ = std::fs::remove_dir_all(&out);
+    result
+}
