@@ -131,7 +131,16 @@ pub fn from_ron_str<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, 
     let value = match result {
         Ok(value) => value,
         Err(err) => {
-            let mut field = err.path().to_string();
+            // Enum variants are transparent in field paths (`env.size`, not
+            // `env.DarkRoom.size`), as in `--set` paths and validation messages; field names
+            // are snake_case, variant names CamelCase.
+            let mut field = err
+                .path()
+                .to_string()
+                .split('.')
+                .filter(|part| !part.starts_with(|c: char| c.is_ascii_uppercase()))
+                .collect::<Vec<_>>()
+                .join(".");
             let spanned = de.span_error(err.into_inner());
             let (line, col) = (spanned.span.start.line, spanned.span.start.col);
             let mut message = describe(&spanned.code);
@@ -154,9 +163,23 @@ pub fn from_ron_str<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, 
     };
     de.end().map_err(|e| {
         let spanned = de.span_error(e);
+        // ron points at the end of the config; point at the text that follows it.
+        let (mut line, mut col) = (spanned.span.start.line, spanned.span.start.col);
+        let rest = text
+            .split_inclusive('\n')
+            .skip(line.saturating_sub(1))
+            .flat_map(str::chars)
+            .skip(col.saturating_sub(1));
+        for c in rest {
+            match c {
+                '\n' => (line, col) = (line + 1, 1),
+                c if c.is_whitespace() => col += 1,
+                _ => break,
+            }
+        }
         parse_error(
-            spanned.span.start.line,
-            spanned.span.start.col,
+            line,
+            col,
             None,
             format!("{} (text after the config's end)", describe(&spanned.code)),
         )
