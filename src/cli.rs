@@ -1,6 +1,8 @@
 //! The `icrl` command line. Every subcommand has `--help`; a benchmark prints its result as one
-//! JSON object on its last line. Exit codes: 0 success, 1 a run failed, 2 bad input (command
-//! line, config, experiment file, missing or incompatible files).
+//! JSON object on its last line. Exit codes: 0 success, 1 a run failed (an I/O error during
+//! a run included), 2 bad input (command line, config, experiment file, missing or
+//! incompatible files), 130 / 143 stopped by SIGINT / SIGTERM or SIGUSR1 after saving a
+//! checkpoint.
 
 use std::path::PathBuf;
 
@@ -252,12 +254,15 @@ pub fn main() -> i32 {
     }
 }
 
-/// 2 for bad input, 130 for an interrupted run, 1 otherwise.
+/// The exit code of an error: 130 / 143 for work stopped by SIGINT / SIGTERM or SIGUSR1 (a
+/// run saved its checkpoint first), 2 for bad input, 1 otherwise (a run failed).
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    if e.chain()
-        .any(|c| c.is::<trainer::run::Interrupted>() || c.is::<lab::sweep::SweepInterrupted>())
-    {
-        return 130;
+    if e.chain().any(|c| {
+        c.is::<trainer::run::Interrupted>()
+            || c.is::<trainer::run::signals::Stopped>()
+            || c.is::<lab::sweep::SweepInterrupted>()
+    }) {
+        return trainer::run::signals::exit_code();
     }
     let bad_input = e.chain().any(|c| {
         c.is::<ConfigError>()
@@ -293,6 +298,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Train(args) => {
+            // From here on a stop signal ends the run at its next safe point, checkpointed.
+            trainer::run::install_interrupt_handler();
             let mut run = match &args.resume {
                 Some(dir) => trainer::run::Run::resume(dir, args.device.as_deref())?,
                 None => {
@@ -320,6 +327,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Data(args) => {
+            trainer::run::install_interrupt_handler();
             let config: trainer::Config = config::load(&args.config, &args.set)?;
             let path = trainer::data::command(&config, &args.out)?;
             println!("{}", path.display());

@@ -5,9 +5,9 @@ pub mod checkpoint;
 pub mod dir;
 pub mod logging;
 pub mod progress;
+pub mod signals;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use tch::Device;
@@ -17,27 +17,17 @@ use self::dir as run_dir;
 use self::logging::{code_block, GuardedLogger, LogError, Logger, TensorBoardLogger};
 use crate::config::{self, Config};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
-
-/// Installs a Ctrl-C handler (once per process): the first Ctrl-C asks the running method to
-/// save a checkpoint at its next safe point and stop; a second one exits at once.
+/// Installs the stop-signal handler (SIGINT, SIGTERM, SIGUSR1; see [`signals`]): the first
+/// signal asks the running method to save a checkpoint at its next safe point and stop; a
+/// second one quits at once without touching libtorch.
 pub fn install_interrupt_handler() {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        let _ = ctrlc::set_handler(|| {
-            if INTERRUPTS.fetch_add(1, Ordering::SeqCst) == 0 {
-                INTERRUPTED.store(true, Ordering::SeqCst);
-                eprintln!("\ninterrupted: saving a checkpoint at the next safe point (Ctrl-C again to quit now)");
-            } else {
-                eprintln!("\ninterrupted twice: quitting without a checkpoint");
-                std::process::exit(130);
-            }
-        });
-    });
+    if let Err(e) = signals::install(signals::Mode::Run) {
+        eprintln!("warning: cannot handle stop signals ({e}); a signal will end the run unsaved");
+    }
 }
 
-/// A run stopped by Ctrl-C after saving its checkpoint (exit code 130).
+/// A run stopped by a stop signal after saving its checkpoint (exit code 130 after SIGINT,
+/// 143 after SIGTERM or SIGUSR1: [`signals::exit_code`]).
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted at env step {step}; checkpoint saved; resume with: icrl train --resume {}", dir.display())]
 pub struct Interrupted {
@@ -47,9 +37,9 @@ pub struct Interrupted {
     pub dir: PathBuf,
 }
 
-/// True once Ctrl-C was pressed.
+/// True once a stop signal (Ctrl-C, SIGTERM, SIGUSR1) arrived.
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    signals::interrupted()
 }
 
 /// A logger that drops everything (when TensorBoard logging is off).
@@ -202,12 +192,23 @@ impl Run {
         groups: &[TensorGroup],
         state: serde_json::Value,
     ) -> Result<PathBuf> {
+        // A run folder deleted under a running job stops it; recreating it would leave a
+        // folder holding only a checkpoint, without the config a resume needs.
+        if !self.dir.join(run_dir::CONFIG_FILE).is_file() {
+            anyhow::bail!(
+                "{}: the run folder (or its config.ron) disappeared; stopping without writing \
+                 the checkpoint of step {step}",
+                self.dir.display()
+            );
+        }
         let meta = CheckpointMeta::new(step, self.config_text.clone(), state);
-        Ok(checkpoint::save(
+        let path = checkpoint::save(
             &self.dir.join(run_dir::CHECKPOINT_DIR),
             groups,
             &meta,
             self.config.checkpoint.keep_last,
-        )?)
+        )?;
+        signals::note_checkpoint_saved();
+        Ok(path)
     }
 }
