@@ -80,6 +80,10 @@ pub struct TrainArgs {
     /// Continue the run in this folder from its latest checkpoint.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     pub resume: Option<PathBuf>,
+    /// With --resume: when the latest checkpoint is damaged, continue from the newest valid
+    /// one (the damaged files are set aside as `*.damaged`).
+    #[arg(long, requires = "resume")]
+    pub last_valid: bool,
 }
 
 /// `icrl eval`.
@@ -87,7 +91,7 @@ pub struct TrainArgs {
 pub struct EvalArgs {
     /// The run folder.
     pub run_dir: PathBuf,
-    /// A checkpoint file (default: the run's latest).
+    /// A checkpoint file (default: the run's latest); only this file is read.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// Episodes per trial (default: the config's eval.episodes_per_trial).
@@ -264,11 +268,20 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     }) {
         return trainer::run::signals::exit_code();
     }
+    use trainer::run::checkpoint::CheckpointError;
+    // Damaged or unfitting input files are bad input; a failing disk, a thread that cannot
+    // start or a libtorch error during a run is a failed run.
     let bad_input = e.chain().any(|c| {
         c.is::<ConfigError>()
             || c.is::<UsageError>()
-            || c.is::<envs::EnvError>()
-            || c.is::<trainer::run::checkpoint::CheckpointError>()
+            || c.downcast_ref::<envs::EnvError>()
+                .is_some_and(|e| !matches!(e, envs::EnvError::Thread(_) | envs::EnvError::Io(_)))
+            || c.downcast_ref::<CheckpointError>().is_some_and(|e| {
+                matches!(
+                    e,
+                    CheckpointError::Corrupt { .. } | CheckpointError::Incompatible { .. }
+                )
+            })
     });
     if bad_input {
         2
@@ -301,7 +314,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             // From here on a stop signal ends the run at its next safe point, checkpointed.
             trainer::run::install_interrupt_handler();
             let mut run = match &args.resume {
-                Some(dir) => trainer::run::Run::resume(dir, args.device.as_deref())?,
+                Some(dir) => {
+                    let choice = if args.last_valid {
+                        trainer::run::CheckpointChoice::NewestValid
+                    } else {
+                        trainer::run::CheckpointChoice::Latest
+                    };
+                    trainer::run::Run::resume_with(dir, args.device.as_deref(), choice)?
+                }
                 None => {
                     let path = args
                         .config

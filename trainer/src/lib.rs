@@ -55,16 +55,19 @@ pub fn evaluate_run(
     context: Option<usize>,
     device: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
-    let mut run = run::Run::resume(run_dir, device)?;
-    let ckpt = match checkpoint_path {
-        Some(p) => checkpoint::load(p)?,
-        None => run.resume_from.take().with_context(|| {
-            UsageError(format!(
-                "{}: the run has no checkpoint yet",
-                run_dir.display()
-            ))
-        })?,
+    // Only the named checkpoint is read: a damaged latest one does not stop an older's
+    // evaluation.
+    let choice = match checkpoint_path {
+        Some(file) => run::CheckpointChoice::File(file),
+        None => run::CheckpointChoice::Latest,
     };
+    let mut run = run::Run::resume_with(run_dir, device, choice)?;
+    let ckpt = run.resume_from.take().with_context(|| {
+        UsageError(format!(
+            "{}: the run has no checkpoint yet",
+            run_dir.display()
+        ))
+    })?;
     let mut cfg = run.config.clone();
     if let Some(e) = episodes {
         cfg.eval.episodes_per_trial = e;
@@ -155,16 +158,19 @@ pub fn evaluate_run_offline(
     contexts_per_task: Option<usize>,
     device: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
-    let mut run = run::Run::resume(run_dir, device)?;
-    let ckpt = match checkpoint_path {
-        Some(p) => checkpoint::load(p)?,
-        None => run.resume_from.take().with_context(|| {
-            UsageError(format!(
-                "{}: the run has no checkpoint yet",
-                run_dir.display()
-            ))
-        })?,
+    // Only the named checkpoint is read: a damaged latest one does not stop an older's
+    // evaluation.
+    let choice = match checkpoint_path {
+        Some(file) => run::CheckpointChoice::File(file),
+        None => run::CheckpointChoice::Latest,
     };
+    let mut run = run::Run::resume_with(run_dir, device, choice)?;
+    let ckpt = run.resume_from.take().with_context(|| {
+        UsageError(format!(
+            "{}: the run has no checkpoint yet",
+            run_dir.display()
+        ))
+    })?;
     let cfg = run.config.clone();
     match &cfg.method {
         Method::Dpt(dpt) => {
