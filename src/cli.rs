@@ -1,6 +1,8 @@
 //! The `icrl` command line. Every subcommand has `--help`; a benchmark prints its result as one
-//! JSON object on its last line. Exit codes: 0 success, 1 a run failed, 2 bad input (command
-//! line, config, experiment file, missing or incompatible files).
+//! JSON object on its last line. Exit codes: 0 success, 1 a run failed (an I/O error during
+//! a run included), 2 bad input (command line, config, experiment file, missing or
+//! incompatible files), 130 / 143 stopped by SIGINT / SIGTERM or SIGUSR1 after saving a
+//! checkpoint.
 
 use std::path::PathBuf;
 
@@ -78,6 +80,10 @@ pub struct TrainArgs {
     /// Continue the run in this folder from its latest checkpoint.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     pub resume: Option<PathBuf>,
+    /// With --resume: when the latest checkpoint is damaged, continue from the newest valid
+    /// one (the damaged files are set aside as `*.damaged`).
+    #[arg(long, requires = "resume")]
+    pub last_valid: bool,
 }
 
 /// `icrl eval`.
@@ -85,7 +91,7 @@ pub struct TrainArgs {
 pub struct EvalArgs {
     /// The run folder.
     pub run_dir: PathBuf,
-    /// A checkpoint file (default: the run's latest).
+    /// A checkpoint file (default: the run's latest); only this file is read.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// Episodes per trial (default: the config's eval.episodes_per_trial).
@@ -271,18 +277,30 @@ pub fn main() -> i32 {
     }
 }
 
-/// 2 for bad input, 130 for an interrupted run, 1 otherwise.
+/// The exit code of an error: 130 / 143 for work stopped by SIGINT / SIGTERM or SIGUSR1 (a
+/// run saved its checkpoint first), 2 for bad input, 1 otherwise (a run failed).
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    if e.chain()
-        .any(|c| c.is::<trainer::run::Interrupted>() || c.is::<lab::sweep::SweepInterrupted>())
-    {
-        return 130;
+    if e.chain().any(|c| {
+        c.is::<trainer::run::Interrupted>()
+            || c.is::<trainer::run::signals::Stopped>()
+            || c.is::<lab::sweep::SweepInterrupted>()
+    }) {
+        return trainer::run::signals::exit_code();
     }
+    use trainer::run::checkpoint::CheckpointError;
+    // Damaged or unfitting input files are bad input; a failing disk, a thread that cannot
+    // start or a libtorch error during a run is a failed run.
     let bad_input = e.chain().any(|c| {
         c.is::<ConfigError>()
             || c.is::<UsageError>()
-            || c.is::<envs::EnvError>()
-            || c.is::<trainer::run::checkpoint::CheckpointError>()
+            || c.downcast_ref::<envs::EnvError>()
+                .is_some_and(|e| !matches!(e, envs::EnvError::Thread(_) | envs::EnvError::Io(_)))
+            || c.downcast_ref::<CheckpointError>().is_some_and(|e| {
+                matches!(
+                    e,
+                    CheckpointError::Corrupt { .. } | CheckpointError::Incompatible { .. }
+                )
+            })
     });
     if bad_input {
         2
@@ -312,8 +330,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Train(args) => {
+            // From here on a stop signal ends the run at its next safe point, checkpointed.
+            trainer::run::install_interrupt_handler();
             let mut run = match &args.resume {
-                Some(dir) => trainer::run::Run::resume(dir, args.device.as_deref())?,
+                Some(dir) => {
+                    let choice = if args.last_valid {
+                        trainer::run::CheckpointChoice::NewestValid
+                    } else {
+                        trainer::run::CheckpointChoice::Latest
+                    };
+                    trainer::run::Run::resume_with(dir, args.device.as_deref(), choice)?
+                }
                 None => {
                     let path = args
                         .config
@@ -343,6 +370,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Data(args) => {
+            trainer::run::install_interrupt_handler();
             let config: trainer::Config = config::load(&args.config, &args.set)?;
             let path = trainer::data::command(&config, &args.out)?;
             println!("{}", path.display());

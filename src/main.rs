@@ -22,6 +22,12 @@ fn ensure_passive_openmp() {
 }
 
 fn main() {
+    // A write past the file-size limit (`ulimit -f`) fails with an I/O error that the run
+    // reports and cleans up after (temporary files removed), instead of SIGXFSZ killing it.
+    // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     ensure_passive_openmp();
     std::process::exit(cli::main());
 }

@@ -119,6 +119,10 @@ pub enum EnvError {
     /// A benchmark worker failed.
     #[error("benchmark failed: {0}")]
     Bench(String),
+    /// A thread could not be started (the process or user ran out of threads or memory):
+    /// a failure of the machine, not of the input.
+    #[error("{0}")]
+    Thread(String),
 }
 
 /// Size of an RGB image observation: `u8`, row-major, height x width x 3 (HWC).

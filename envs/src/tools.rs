@@ -2,7 +2,7 @@
 //! The `icrl env` and `icrl bench env` commands call these.
 
 use std::path::Path;
-use std::sync::Barrier;
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -172,6 +172,37 @@ fn thread_cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Holds the benchmark threads until all of them have been spawned, then starts them together
+/// (their common start time) or tells them to quit when one could not be spawned. A `Barrier`
+/// sized for every thread would wait forever for a thread that never started.
+#[derive(Default)]
+struct StartGate {
+    /// None while spawning; then Some(Some(start)) to go, Some(None) to quit.
+    state: Mutex<Option<Option<Instant>>>,
+    opened: Condvar,
+}
+
+impl StartGate {
+    /// Blocks until [`StartGate::open`]; the common start time, or None to quit.
+    fn wait(&self) -> Option<Instant> {
+        // A poisoned lock only means another thread panicked; the state is still valid.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(start) = *state {
+                return start;
+            }
+            state = self.opened.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Releases every waiting thread: to run (`go`) from now, or to quit.
+    fn open(&self, go: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state = Some(go.then(Instant::now));
+        self.opened.notify_all();
+    }
+}
+
 /// Benchmark: `threads` threads each own a shard of the `envs` slots (`config.build(seed,
 /// first_slot, count)`) and step it with uniformly random actions (xorshift, drawn inside the
 /// loop), observations written as in training. Runs `ceil(steps / envs)` batch steps per
@@ -185,6 +216,19 @@ pub fn bench(
     threads: usize,
     steps: usize,
     seed: u64,
+) -> Result<Value, EnvError> {
+    bench_spawning(config, envs, threads, steps, seed, usize::MAX)
+}
+
+/// [`bench`], where spawning the thread with index `startable` (and later ones) fails as if
+/// the process were out of threads (tests of that path; `usize::MAX` in real use).
+fn bench_spawning(
+    config: &EnvConfig,
+    envs: usize,
+    threads: usize,
+    steps: usize,
+    seed: u64,
+    startable: usize,
 ) -> Result<Value, EnvError> {
     let mut errs = Vec::new();
     if envs == 0 {
@@ -214,65 +258,74 @@ pub fn bench(
         shards.push((env, StepBatch::new(&spec, count), count));
         first += count;
     }
-    let barrier = Barrier::new(threads);
-    let start_all = std::sync::Mutex::new(None::<Instant>);
+    let gate = StartGate::default();
     type ThreadResult = Result<(f64, usize, f64, Option<f64>), EnvError>;
     let results: Vec<ThreadResult> = std::thread::scope(|s| {
-        let handles: Vec<_> = shards
-            .into_iter()
-            .enumerate()
-            .map(|(t, (mut env, mut out, count))| {
-                let barrier = &barrier;
-                let start_all = &start_all;
-                s.spawn(move || -> ThreadResult {
-                    let k = env.spec().num_actions as u32;
-                    let mut rng = FastRng::new(seed ^ ((t as u64 + 1) << 32));
-                    let mut actions = vec![0u32; count];
-                    let mut ended = 0usize;
-                    let mut reward = 0.0f64;
-                    barrier.wait();
-                    let cpu0 = thread_cpu_seconds();
-                    {
-                        let mut g = start_all
-                            .lock()
-                            .map_err(|_| EnvError::Bench("lock poisoned".into()))?;
-                        if g.is_none() {
-                            *g = Some(Instant::now());
+        let mut handles = Vec::with_capacity(threads);
+        let mut spawn_error = None;
+        for (t, (mut env, mut out, count)) in shards.into_iter().enumerate() {
+            let gate = &gate;
+            let spawned = if t >= startable {
+                Err(std::io::Error::other("no thread left (injected)"))
+            } else {
+                std::thread::Builder::new()
+                    .name(format!("bench-env-{t}"))
+                    .spawn_scoped(s, move || -> ThreadResult {
+                        let k = env.spec().num_actions as u32;
+                        let mut rng = FastRng::new(seed ^ ((t as u64 + 1) << 32));
+                        let mut actions = vec![0u32; count];
+                        let mut ended = 0usize;
+                        let mut reward = 0.0f64;
+                        let Some(start) = gate.wait() else {
+                            return Err(EnvError::Bench("cancelled".into()));
+                        };
+                        let cpu0 = thread_cpu_seconds();
+                        for _ in 0..batch_steps {
+                            for a in actions.iter_mut() {
+                                *a = rng.below(k);
+                            }
+                            env.step(&actions, &mut out)?;
+                            reward += out.reward.iter().map(|&r| r as f64).sum::<f64>();
+                            ended += out
+                                .terminated
+                                .iter()
+                                .zip(&out.truncated)
+                                .filter(|(a, b)| **a || **b)
+                                .count();
                         }
-                    }
-                    for _ in 0..batch_steps {
-                        for a in actions.iter_mut() {
-                            *a = rng.below(k);
-                        }
-                        env.step(&actions, &mut out)?;
-                        reward += out.reward.iter().map(|&r| r as f64).sum::<f64>();
-                        ended += out
-                            .terminated
-                            .iter()
-                            .zip(&out.truncated)
-                            .filter(|(a, b)| **a || **b)
-                            .count();
-                    }
-                    let end = Instant::now();
-                    let cpu = match (cpu0, thread_cpu_seconds()) {
-                        (Some(a), Some(b)) => Some(b - a),
-                        _ => None,
-                    };
-                    let start = start_all
-                        .lock()
-                        .map_err(|_| EnvError::Bench("lock poisoned".into()))?
-                        .unwrap_or(end);
-                    Ok((end.duration_since(start).as_secs_f64(), ended, reward, cpu))
-                })
-            })
-            .collect();
-        handles
+                        let end = Instant::now();
+                        let cpu = match (cpu0, thread_cpu_seconds()) {
+                            (Some(a), Some(b)) => Some(b - a),
+                            _ => None,
+                        };
+                        Ok((end.duration_since(start).as_secs_f64(), ended, reward, cpu))
+                    })
+            };
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    spawn_error = Some(EnvError::Thread(format!(
+                        "cannot start benchmark thread {} of {threads}: {e} (lower --threads, \
+                         or raise the process limit: ulimit -u)",
+                        t + 1
+                    )));
+                    break;
+                }
+            }
+        }
+        // Release the threads that started: to step, or (when one could not start) to quit.
+        gate.open(spawn_error.is_none());
+        let joined: Vec<ThreadResult> = handles
             .into_iter()
             .map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(EnvError::Bench("a benchmark thread panicked".into())))
             })
-            .collect()
+            .collect();
+        match spawn_error {
+            Some(e) => vec![Err(e)],
+            None => joined,
+        }
     });
     let mut seconds = 0.0f64;
     let mut ended = 0;
@@ -345,6 +398,23 @@ mod tests {
             assert!(dir.join("map.png").exists());
             std::fs::remove_dir_all(&dir).ok();
         }
+    }
+
+    #[test]
+    fn bench_stops_cleanly_when_a_thread_cannot_start() {
+        let cfg = EnvConfig::from_name("darkroom").unwrap();
+        // Threads 0..5 start and wait for the others; the 6th cannot start. Before, the five
+        // waited at a barrier sized for 8 forever.
+        let err = bench_spawning(&cfg, 8, 8, 1000, 0, 5).unwrap_err();
+        assert!(matches!(err, EnvError::Thread(_)), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("thread 6 of 8"), "{message}");
+        assert!(message.contains("injected"), "{message}");
+        // No thread at all.
+        assert!(matches!(
+            bench_spawning(&cfg, 4, 4, 10, 0, 0),
+            Err(EnvError::Thread(_))
+        ));
     }
 
     #[test]

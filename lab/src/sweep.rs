@@ -15,8 +15,9 @@
 //! Resuming: a slot whose status is `done` is skipped; a slot with a run folder is continued
 //! with `icrl train --resume <run folder>` (from its latest checkpoint); other slots start
 //! afresh. A failed run does not stop the others; the sweep's exit code is 1 when a run failed
-//! and the summary names its log. Ctrl-C is forwarded once to every running child (each saves
-//! a checkpoint and stops), no new run starts, and the sweep exits with 130; a second Ctrl-C is
+//! and the summary names its log. A stop signal (Ctrl-C / SIGINT, SIGTERM, SIGUSR1) is
+//! forwarded once to every running child (each saves a checkpoint and stops), no new run
+//! starts, and the sweep exits with 130 (SIGINT) or 143 (SIGTERM, SIGUSR1); a second signal is
 //! forwarded too, and the children quit at once.
 //!
 //! Threads: with `--jobs N > 1` every child gets `runtime.torch_threads` and `sampler.threads`
@@ -26,7 +27,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -328,7 +328,8 @@ pub struct SweepFailed {
     pub total: usize,
 }
 
-/// The sweep was stopped by Ctrl-C (exit code 130).
+/// The sweep was stopped by a stop signal (exit code 130 after SIGINT, 143 after SIGTERM or
+/// SIGUSR1).
 #[derive(Debug, thiserror::Error)]
 #[error("sweep interrupted; running runs saved checkpoints; continue with: {command}")]
 pub struct SweepInterrupted {
@@ -336,33 +337,10 @@ pub struct SweepInterrupted {
     pub command: String,
 }
 
-static SIGNALS: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts SIGTERM and SIGUSR1 like Ctrl-C (async-signal-safe: one atomic increment).
-extern "C" fn on_terminate(_: libc::c_int) {
-    SIGNALS.fetch_add(1, Ordering::SeqCst);
-}
-
 fn install_handler() {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        if let Err(e) = ctrlc::set_handler(|| {
-            SIGNALS.fetch_add(1, Ordering::SeqCst);
-        }) {
-            eprintln!("warning: cannot handle Ctrl-C ({e}); an interrupt will kill the sweep");
-        }
-        // SIGTERM is what Slurm (and preemption) sends before it kills a job; SIGUSR1 what it
-        // can be told to send before the time limit. Both stop the sweep like Ctrl-C.
-        for signal in [libc::SIGTERM, libc::SIGUSR1] {
-            // SAFETY: installs a handler that only touches an atomic.
-            unsafe {
-                libc::signal(
-                    signal,
-                    on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t,
-                );
-            }
-        }
-    });
+    if let Err(e) = trainer::run::signals::install(trainer::run::signals::Mode::Count) {
+        eprintln!("warning: cannot handle stop signals ({e}); a signal will kill the sweep");
+    }
 }
 
 /// The thread overrides that split the cores between `jobs` children.
@@ -518,11 +496,11 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
-fn send_sigint(child: &Child) {
+fn send_signal(child: &Child, signal: i32) {
     // SAFETY: kill(2) with a pid of our own child (not yet reaped: try_wait has not returned
     // its status, so the pid cannot have been reused).
     unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        libc::kill(child.id() as libc::pid_t, signal);
     }
 }
 
@@ -788,19 +766,31 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
     ));
     let sweep_started = Instant::now();
     let mut running: Vec<Running> = Vec::new();
+    // Signals received and forwarded so far, per kind (SIGINT, SIGTERM, SIGUSR1).
+    let mut forwarded_each = [0usize; 3];
     let mut forwarded = 0;
     let mut finished = summary.skipped.len();
     loop {
-        let signals = SIGNALS.load(Ordering::SeqCst);
-        if signals > forwarded {
-            forwarded = signals;
-            say(format!(
-                "interrupted: asking {} running run(s) to save a checkpoint and stop{}",
-                running.len(),
-                if forwarded > 1 { " now" } else { "" }
-            ));
-            for r in &running {
-                send_sigint(&r.child);
+        // Each signal the sweep receives goes once to every running child: the first asks
+        // them to save a checkpoint and stop, a second one to quit at once.
+        let received = trainer::run::signals::received();
+        for (k, &signal) in trainer::run::signals::SIGNALS.iter().enumerate() {
+            while forwarded_each[k] < received[k] {
+                forwarded_each[k] += 1;
+                forwarded += 1;
+                say(format!(
+                    "{}: asking {} running run(s) to {}",
+                    trainer::run::signals::name(signal),
+                    running.len(),
+                    if forwarded > 1 {
+                        "quit now"
+                    } else {
+                        "save a checkpoint and stop"
+                    }
+                ));
+                for r in &running {
+                    send_signal(&r.child, signal);
+                }
             }
         }
         while forwarded == 0 && running.len() < options.jobs {
@@ -864,8 +854,13 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
             } else {
                 status.attempts.push(attempt);
             }
-            // 130: the child saved a checkpoint after a Ctrl-C (ours or one sent to it directly).
-            let by_interrupt = code == Some(130) || (forwarded > 0 && signal == Some(libc::SIGINT));
+            // 130 / 143: the child saved a checkpoint after a stop signal (ours or one sent to
+            // it directly); after two forwarded signals it may have quit at once (exit code 1)
+            // and continues from its last checkpoint as well.
+            let by_interrupt = matches!(code, Some(130 | 143))
+                || (forwarded > 1 && code == Some(trainer::run::signals::QUIT_NOW_EXIT_CODE))
+                || (forwarded > 0
+                    && signal.is_some_and(|s| trainer::run::signals::SIGNALS.contains(&s)));
             status.state = if code == Some(0) {
                 summary.done.push(slot.clone());
                 finished += 1;
@@ -876,7 +871,9 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
                 SlotState::Done
             } else if by_interrupt {
                 summary.interrupted.push(slot.clone());
-                say(format!("interrupted {slot} (checkpoint saved)"));
+                say(format!(
+                    "interrupted {slot} ({what}; resumes from its last checkpoint)"
+                ));
                 SlotState::Interrupted
             } else {
                 let log = job.slot.join(LOG_FILE);

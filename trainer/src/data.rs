@@ -34,8 +34,10 @@
 //! ..  zero padding to a multiple of 8
 //! P   payload: `records` fixed-size records (layout: [`Layout`])
 //! ```
-//! Files are written to `<name>.tmp` while streaming (a progress bar counts records), the
-//! payload length and checksum are patched in at the end, and the file is renamed into place.
+//! Files are written to a temporary file of their own while streaming (a progress bar counts
+//! records), the payload length and checksum are patched in at the end, and the file is
+//! linked into place under a lock that jobs needing the same dataset share
+//! ([`generate_file`]).
 //! Readers map the file and refuse a wrong magic or version, a truncated file, a checksum
 //! mismatch, or a header that does not match the config asking for it.
 
@@ -1025,24 +1027,135 @@ fn query_states(env: &EnvConfig, l: &Layout, jobs: &[Job]) -> Result<Vec<Vec<Que
     Ok(out)
 }
 
-/// Generates the training dataset of (`env`, `data`) at `path` (streamed through a temporary
-/// file, renamed when complete). Returns the header written.
+/// Generates the training dataset of (`env`, `data`) at `path`; returns the header written.
+///
+/// Several jobs may need the same dataset at once (seeds of a sweep with `--jobs 2`): a lock
+/// file beside it (`.<name>.lock`, `flock`) lets one of them generate it while the others wait
+/// and then use its file. The data is streamed into a temporary file with a name of its own
+/// (process id and time), which is removed on every error (a full disk, a stop signal, a
+/// generator error) and published with a hard link, which never replaces a file: if the
+/// dataset appeared meanwhile (another machine sharing the folder, or a file system without
+/// locks), the existing file is kept and used.
 pub fn generate_file(env: &EnvConfig, data: &DataConfig, path: &Path) -> Result<Header> {
     check_kind(env, data.context)?;
     let header = expected_header(env, data, Split::Train)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create the dataset folder", dir.display()))?;
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let _lock = lock_exclusive(&dir.join(format!(".{name}.lock")))?;
+    if path.exists() {
+        eprintln!(
+            "{}: generated meanwhile by another job; using it",
+            path.display()
+        );
+        return Ok(header);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(".{name}.tmp.{}.{nanos}", std::process::id()));
+    let written = write_dataset(env, data, header, &tmp).and_then(|header| {
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(header),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                eprintln!(
+                    "{}: written meanwhile by another job; using it",
+                    path.display()
+                );
+                Ok(header)
+            }
+            // No hard links on this file system: an atomic rename (which would replace a
+            // file written meanwhile by an identical one).
+            Err(_) => std::fs::rename(&tmp, path)
+                .map(|()| header)
+                .with_context(|| format!("{}: cannot move into place", path.display())),
+        }
+    });
+    // The temporary file goes in every case: published (the link holds the data), failed,
+    // or interrupted.
+    let _ = std::fs::remove_file(&tmp);
+    written
+}
+
+/// Holds an exclusive `flock` on a lock file until dropped (the kernel releases it when the
+/// process dies). Waits for another holder, checking for stop signals.
+struct FileLock(std::fs::File);
+
+fn lock_exclusive(path: &Path) -> Result<FileLock> {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot open the lock file", path.display()))?;
+    let mut told = false;
+    loop {
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(FileLock(file));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK)
+            && err.kind() != std::io::ErrorKind::Interrupted
+        {
+            return Err(err).with_context(|| format!("{}: cannot lock", path.display()));
+        }
+        if crate::run::interrupted() {
+            return Err(crate::run::signals::Stopped {
+                what: "waiting for another job to generate the dataset".into(),
+            }
+            .into());
+        }
+        if !told {
+            eprintln!(
+                "waiting for another job to finish the dataset ({} is locked)",
+                path.display()
+            );
+            told = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: unlocking our own descriptor (closing it would release the lock too).
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Streams the dataset into `tmp` (created here), patches its length and checksum in, and
+/// syncs it to disk.
+fn write_dataset(env: &EnvConfig, data: &DataConfig, header: Header, tmp: &Path) -> Result<Header> {
     let tasks = task_list(env, data, Split::Train)?;
     let layout = Layout {
         s: header.state_dim,
         i: header.image_bytes,
         t: header.context_len,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create the dataset folder", dir.display()))?;
-    }
-    let tmp = path.with_extension(format!("{EXTENSION}.tmp"));
+    let write_failed = || format!("{}: write failed", tmp.display());
     let file =
-        std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        std::fs::File::create(tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let json = serde_json::to_vec(&header)?;
     let mut pre = Vec::with_capacity(PREAMBLE);
@@ -1052,10 +1165,11 @@ pub fn generate_file(env: &EnvConfig, data: &DataConfig, path: &Path) -> Result<
     pre.extend_from_slice(&0u64.to_le_bytes()); // payload length, patched at the end
     pre.extend_from_slice(&0u32.to_le_bytes()); // checksum, patched at the end
     pre.extend_from_slice(&0u32.to_le_bytes());
-    w.write_all(&pre)?;
-    w.write_all(&json)?;
+    w.write_all(&pre).with_context(write_failed)?;
+    w.write_all(&json).with_context(write_failed)?;
     let offset = pad(PREAMBLE + json.len(), 8);
-    w.write_all(&vec![0u8; offset - PREAMBLE - json.len()])?;
+    w.write_all(&vec![0u8; offset - PREAMBLE - json.len()])
+        .with_context(write_failed)?;
 
     let all = jobs(data, &tasks, data.seed);
     let per_chunk = chunk_jobs(env, data);
@@ -1063,13 +1177,41 @@ pub fn generate_file(env: &EnvConfig, data: &DataConfig, path: &Path) -> Result<
     let bar = crate::run::progress::bar(header.records, &format!("data {}", env.name()), "records");
     let mut crc = crc32fast::Hasher::new();
     let mut written = 0u64;
-    let threads = rayon::current_num_threads().max(1);
+    // A pool of its own: a thread that cannot start is an error here, not a panic in rayon's
+    // global pool.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("data-{i}"))
+        .build()
+        .context("cannot start the dataset generation threads")?;
+    let threads = pool.current_num_threads().max(1);
     let mut buf = Vec::new();
     for group in chunks.chunks(threads) {
-        let produced: Vec<Result<Vec<Record>>> = group
-            .par_iter()
-            .map(|c| generate_chunk(env, data, c))
-            .collect();
+        if crate::run::interrupted() {
+            return Err(crate::run::signals::Stopped {
+                what: format!(
+                    "dataset generation after {written} of {} records; the partial file is removed",
+                    header.records
+                ),
+            }
+            .into());
+        }
+        let produced: Vec<Result<Vec<Record>>> = pool.install(|| {
+            group
+                .par_iter()
+                .map(|c| {
+                    // A panic in a generator is an error of this dataset, not of the process.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        generate_chunk(env, data, c)
+                    }))
+                    .unwrap_or_else(|p| {
+                        Err(anyhow::anyhow!(
+                            "the dataset generator panicked: {}",
+                            panic_text(p.as_ref())
+                        ))
+                    })
+                })
+                .collect()
+        });
         for records in produced {
             for r in records? {
                 buf.clear();
@@ -1090,13 +1232,12 @@ pub fn generate_file(env: &EnvConfig, data: &DataConfig, path: &Path) -> Result<
     let mut file = w
         .into_inner()
         .map_err(|e| anyhow::anyhow!("{}: write failed: {e}", tmp.display()))?;
-    file.seek(SeekFrom::Start(16))?;
-    file.write_all(&(written * layout.bytes() as u64).to_le_bytes())?;
-    file.write_all(&crc.finalize().to_le_bytes())?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    file.seek(SeekFrom::Start(16)).with_context(write_failed)?;
+    file.write_all(&(written * layout.bytes() as u64).to_le_bytes())
+        .with_context(write_failed)?;
+    file.write_all(&crc.finalize().to_le_bytes())
+        .with_context(write_failed)?;
+    file.sync_all().with_context(write_failed)?;
     bar.finish_and_clear();
     Ok(header)
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use agent::ActorCritic;
 use envs::{EnvConfig, Split};
@@ -174,8 +174,7 @@ fn file_stem(result: &EvalResult) -> String {
 /// Writes `eval/<step>.json` and `eval/<step>.png` under `run_dir` (`<step>_<tag>.*` for an
 /// evaluation off the config's protocol); returns the JSON path.
 pub fn write(run_dir: &Path, result: &EvalResult) -> Result<PathBuf> {
-    let dir = run_dir.join(crate::run::dir::EVAL_DIR);
-    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let dir = crate::fsutil::create_subdir(run_dir, crate::run::dir::EVAL_DIR)?;
     let stem = file_stem(result);
     let json = dir.join(format!("{stem}.json"));
     crate::fsutil::write_atomic(&json, serde_json::to_string_pretty(result)?.as_bytes())?;

@@ -44,6 +44,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     result.with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// Creates the folder `parent/name` if missing, but never `parent` itself: a run folder that
+/// disappeared under a running job is an error, not a folder to recreate half-empty.
+pub fn create_subdir(parent: &Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = parent.join(name);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => Ok(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e).with_context(|| {
+            format!(
+                "{}: the folder disappeared; not recreating it",
+                parent.display()
+            )
+        }),
+        Err(e) => Err(e).with_context(|| format!("{}: cannot create", dir.display())),
+    }
+}
+
 /// UTC time as `YYYYmmdd-HHMMSS`, for run folder names.
 pub fn utc_timestamp(time: std::time::SystemTime) -> String {
     let secs = time
@@ -89,6 +106,22 @@ mod tests {
         // A leap day.
         let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(utc_timestamp(t), "20000229-000000");
+    }
+
+    #[test]
+    fn create_subdir_never_recreates_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        assert!(create_subdir(&run, "eval").unwrap().is_dir());
+        assert!(
+            create_subdir(&run, "eval").is_ok(),
+            "an existing folder is fine"
+        );
+        std::fs::remove_dir_all(&run).unwrap();
+        let err = create_subdir(&run, "eval").unwrap_err();
+        assert!(format!("{err:#}").contains("disappeared"), "{err:#}");
+        assert!(!run.exists());
     }
 
     #[test]

@@ -54,8 +54,7 @@ pub fn evaluate_run(
     overrides: &EvalOverrides,
     device: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
-    let mut run = run::Run::resume(run_dir, device)?;
-    let ckpt = checkpoint_to_evaluate(&mut run, checkpoint_path)?;
+    let (mut run, ckpt) = open_for_evaluation(run_dir, checkpoint_path, device)?;
     let mut cfg = run.config.clone();
     cfg.eval = overrides.apply(&run.config.eval)?;
     let spec = cfg.env.spec();
@@ -91,8 +90,7 @@ pub fn evaluate_run_offline(
     contexts_per_task: Option<usize>,
     device: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
-    let mut run = run::Run::resume(run_dir, device)?;
-    let ckpt = checkpoint_to_evaluate(&mut run, checkpoint_path)?;
+    let (mut run, ckpt) = open_for_evaluation(run_dir, checkpoint_path, device)?;
     let cfg = run.config.clone();
     match &cfg.method {
         Method::Dpt(dpt) => {
@@ -115,18 +113,23 @@ pub fn evaluate_run_offline(
     }
 }
 
-/// The checkpoint `icrl eval` evaluates: `path` when given, else the run's latest.
-fn checkpoint_to_evaluate(
-    run: &mut run::Run,
-    path: Option<&Path>,
-) -> anyhow::Result<run::checkpoint::Checkpoint> {
-    match path {
-        Some(p) => Ok(checkpoint::load(p)?),
-        None => run.resume_from.take().with_context(|| {
-            UsageError(format!(
-                "{}: the run has no checkpoint yet",
-                run.dir.display()
-            ))
-        }),
-    }
+/// Opens a run folder for evaluation, reading only the checkpoint to evaluate: the named file
+/// (a damaged latest checkpoint does not stop an older one's evaluation) or the latest.
+fn open_for_evaluation(
+    run_dir: &Path,
+    checkpoint_path: Option<&Path>,
+    device: Option<&str>,
+) -> anyhow::Result<(run::Run, run::checkpoint::Checkpoint)> {
+    let choice = match checkpoint_path {
+        Some(file) => run::CheckpointChoice::File(file),
+        None => run::CheckpointChoice::Latest,
+    };
+    let mut run = run::Run::resume_with(run_dir, device, choice)?;
+    let ckpt = run.resume_from.take().with_context(|| {
+        UsageError(format!(
+            "{}: the run has no checkpoint yet",
+            run_dir.display()
+        ))
+    })?;
+    Ok((run, ckpt))
 }

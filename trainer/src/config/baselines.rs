@@ -544,7 +544,7 @@ impl Validate for PpoTaskConfig {
         p.at_least("rollout_len", self.rollout_len as u64, 1);
         p.at_least("hidden", self.hidden as u64, 1);
         p.nest("ppo", self.ppo.validate());
-        let rows = self.num_envs * self.rollout_len;
+        let rows = self.num_envs.saturating_mul(self.rollout_len);
         if self.ppo.minibatches > rows {
             p.push(
                 "ppo.minibatches",

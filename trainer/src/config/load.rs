@@ -51,7 +51,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A `--set` argument that is not `path=value` or whose path names no field.
-    #[error("--set {arg}: {message}")]
+    #[error("--set {}: {message}", abbreviate(arg))]
     Override { arg: String, message: String },
     /// Impossible values, all of them.
     #[error("{}", format_invalid(origin, problems))]
@@ -60,6 +60,17 @@ pub enum ConfigError {
         /// (field path, what is wrong)
         problems: Vec<(String, String)>,
     },
+}
+
+/// `text` cut to a length a message can hold (a `--set` value may be megabytes long).
+pub fn abbreviate(text: &str) -> String {
+    const KEEP: usize = 80;
+    if text.chars().count() <= 2 * KEEP {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(KEEP).collect();
+    let tail: String = text.chars().skip(text.chars().count() - 20).collect();
+    format!("{head}...{tail} ({} characters)", text.chars().count())
 }
 
 fn format_parse(
@@ -95,42 +106,163 @@ pub fn ron_options() -> ron::Options {
 
 /// Deserializes `text` into `T`, reporting position and field path on error.
 pub fn from_ron_str<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
-    let options = ron_options();
-    let mut de = ron::Deserializer::from_str_with_options(text, &options).map_err(|e| {
-        ConfigError::Parse {
+    let parse_error =
+        |line: usize, col: usize, field: Option<String>, message: String| ConfigError::Parse {
             origin: origin.to_string(),
-            line: e.span.start.line,
-            col: e.span.start.col,
-            field: None,
-            message: e.code.to_string(),
-        }
-    })?;
+            line,
+            col,
+            field,
+            message,
+        };
+    if text.starts_with('\u{FEFF}') {
+        return Err(parse_error(
+            1,
+            1,
+            None,
+            "the file starts with a UTF-8 byte-order mark (BOM), which RON does not allow; \
+             save it as UTF-8 without a BOM"
+                .to_string(),
+        ));
+    }
+    let options = ron_options();
+    let mut de = ron::Deserializer::from_str_with_options(text, &options)
+        .map_err(|e| parse_error(e.span.start.line, e.span.start.col, None, describe(&e.code)))?;
     let result: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     let value = match result {
         Ok(value) => value,
         Err(err) => {
-            let field = err.path().to_string();
+            // Enum variants are transparent in field paths (`env.size`, not
+            // `env.DarkRoom.size`), as in `--set` paths and validation messages; field names
+            // are snake_case, variant names CamelCase.
+            let mut field = err
+                .path()
+                .to_string()
+                .split('.')
+                .filter(|part| !part.starts_with(|c: char| c.is_ascii_uppercase()))
+                .collect::<Vec<_>>()
+                .join(".");
             let spanned = de.span_error(err.into_inner());
-            return Err(ConfigError::Parse {
-                origin: origin.to_string(),
-                line: spanned.span.start.line,
-                col: spanned.span.start.col,
-                field: Some(field),
-                message: spanned.code.to_string(),
-            });
+            let (line, col) = (spanned.span.start.line, spanned.span.start.col);
+            let mut message = describe(&spanned.code);
+            // serde names the key it is about to read `?`; the error is then in what follows
+            // the previous field's value (`layers: 2.5` stops after `2`): name that field.
+            if field == "?" || field.ends_with(".?") {
+                if let Some(previous) = field_before(text, line, col) {
+                    field.truncate(field.len() - 1);
+                    field.push_str(&previous);
+                    if spanned.code == ron::Error::ExpectedComma {
+                        message = format!(
+                            "unexpected text after the value of `{previous}` (a value of the wrong \
+                             type, or a missing comma)"
+                        );
+                    }
+                }
+            }
+            return Err(parse_error(line, col, Some(field), message));
         }
     };
     de.end().map_err(|e| {
         let spanned = de.span_error(e);
-        ConfigError::Parse {
-            origin: origin.to_string(),
-            line: spanned.span.start.line,
-            col: spanned.span.start.col,
-            field: None,
-            message: format!("{} (text after the config's end)", spanned.code),
+        // ron points at the end of the config; point at the text that follows it.
+        let (mut line, mut col) = (spanned.span.start.line, spanned.span.start.col);
+        let rest = text
+            .split_inclusive('\n')
+            .skip(line.saturating_sub(1))
+            .flat_map(str::chars)
+            .skip(col.saturating_sub(1));
+        for c in rest {
+            match c {
+                '\n' => (line, col) = (line + 1, 1),
+                c if c.is_whitespace() => col += 1,
+                _ => break,
+            }
         }
+        parse_error(
+            line,
+            col,
+            None,
+            format!("{} (text after the config's end)", describe(&spanned.code)),
+        )
     })?;
     Ok(value)
+}
+
+/// ron's message for an error, in this tool's words where ron's would mislead.
+fn describe(code: &ron::Error) -> String {
+    match code {
+        ron::Error::ExceededRecursionLimit => format!(
+            "values nested more than {} levels deep (the parser's limit)",
+            ron_tree::MAX_DEPTH
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The name of the last field given (`name:`) before the 1-based (line, column in chars) in
+/// the innermost struct still open there; strings and comments are skipped.
+fn field_before(text: &str, line: usize, col: usize) -> Option<String> {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let end = text[line_start..]
+        .char_indices()
+        .nth(col.saturating_sub(1))
+        .map_or(text.len(), |(i, _)| line_start + i);
+    let src = &text.as_bytes()[..end];
+    // The last field name of each open bracket.
+    let mut open: Vec<Option<String>> = vec![None];
+    let mut i = 0;
+    while i < src.len() {
+        match src[i] {
+            b'/' if src.get(i + 1) == Some(&b'/') => {
+                while i < src.len() && src[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if src.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < src.len() && !(src[i] == b'*' && src[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            quote @ (b'"' | b'\'') => {
+                i += 1;
+                while i < src.len() && src[i] != quote {
+                    i += if src[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'(' | b'[' | b'{' => {
+                open.push(None);
+                i += 1;
+            }
+            b')' | b']' | b'}' => {
+                if open.len() > 1 {
+                    open.pop();
+                }
+                i += 1;
+            }
+            b if b.is_ascii_alphabetic() || b == b'_' => {
+                let start = i;
+                while i < src.len() && (src[i].is_ascii_alphanumeric() || src[i] == b'_') {
+                    i += 1;
+                }
+                let mut j = i;
+                while j < src.len() && src[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                if src.get(j) == Some(&b':') && src.get(j + 1) != Some(&b':') {
+                    let name = String::from_utf8_lossy(&src[start..i]).into_owned();
+                    *open.last_mut().expect("never empty") = Some(name);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    open.pop().flatten()
 }
 
 /// The config as RON text, every field present (defaults included), readable by a person and
@@ -170,10 +302,17 @@ pub fn apply_override<T: Serialize + DeserializeOwned>(
             "the field path is empty or has an empty part".to_string()
         ));
     }
-    let new = ron_tree::parse(text).map_err(|e| err(format!("value `{text}`: {}", e.message)))?;
+    let new = ron_tree::parse(text).map_err(|e| {
+        err(format!(
+            "value `{}`: column {}: {}",
+            abbreviate(text),
+            e.col,
+            e.message
+        ))
+    })?;
     let mut tree = to_tree(value);
     tree.set(path, new).map_err(|e| err(e.to_string()))?;
-    from_ron_str(&tree.to_ron(), &format!("--set {arg}")).map_err(|e| match e {
+    from_ron_str(&tree.to_ron(), &format!("--set {}", abbreviate(arg))).map_err(|e| match e {
         ConfigError::Parse { field, message, .. } => err(match field {
             Some(f) if !f.is_empty() && f != "." && f != "?" => format!("field `{f}`: {message}"),
             _ => message,
@@ -202,7 +341,8 @@ where
         let origin = if overrides.is_empty() {
             origin
         } else {
-            format!("{origin} (with --set {})", overrides.join(" --set "))
+            let sets: Vec<String> = overrides.iter().map(|o| abbreviate(o)).collect();
+            format!("{origin} (with --set {})", sets.join(" --set "))
         };
         return Err(ConfigError::Invalid { origin, problems });
     }
@@ -375,6 +515,67 @@ mod tests {
             ConfigError::Invalid { problems, .. } => assert_eq!(problems[0].0, "inner.layers"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_keeps_its_field_path() {
+        // `2.5` for an integer stops ron after `2`, where serde has no field name yet.
+        let (_d, path) = write("(\n  name: \"x\",\n  inner: (lr: 0.5, layers: 2.5),\n)");
+        let message = load::<Top>(&path, &[]).unwrap_err().to_string();
+        assert!(message.contains("c.ron:3:"), "{message}");
+        assert!(message.contains("field `inner.layers`"), "{message}");
+        assert!(!message.contains('?'), "{message}");
+        let (_d, path) = write("(name: \"x\")");
+        let message = load::<Top>(&path, &["inner.layers=2.5".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("inner.layers"), "{message}");
+        assert!(!message.contains('?'), "{message}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_named() {
+        let (_d, path) = write("\u{FEFF}(name: \"x\")");
+        let message = load::<Top>(&path, &[]).unwrap_err().to_string();
+        assert!(message.contains("c.ron:1:1"), "{message}");
+        assert!(message.contains("byte-order mark (BOM)"), "{message}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_in_files_and_overrides() {
+        let deep = format!("{}1{}", "(".repeat(60_000), ")".repeat(60_000));
+        // In a file the typed reader stops at the first `(` where a number belongs.
+        let (_d, path) = write(&format!("(name: \"x\", inner: (layers: {deep}))"));
+        let message = load::<Top>(&path, &[]).unwrap_err().to_string();
+        assert!(
+            message.contains("c.ron:1:28: field `inner.layers`"),
+            "{message}"
+        );
+        // An override is parsed as a value tree first.
+        let (_d, path) = write("(name: \"x\")");
+        let message = load::<Top>(&path, &[format!("inner.layers={deep}")])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("nested more than 128"), "{message}");
+        // Within the limit but still not a number: an ordinary type error.
+        let message = load::<Top>(&path, &["inner.layers=((1))".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("inner.layers"), "{message}");
+    }
+
+    #[test]
+    fn field_before_finds_the_innermost_open_struct() {
+        let text = "(a: 1, b: (c: \"x: y\", // d: 2\n e: 3.5), f: [1, 2]  x)";
+        let at = |needle: &str| {
+            let i = text.find(needle).unwrap();
+            let line = 1 + text[..i].matches('\n').count();
+            let col = 1 + text[..i].rsplit('\n').next().unwrap().chars().count();
+            field_before(text, line, col)
+        };
+        assert_eq!(at(".5").as_deref(), Some("e"));
+        assert_eq!(at("  x)").as_deref(), Some("f"));
+        assert_eq!(at("c:"), None, "inside b's struct, before its first field");
     }
 
     #[test]

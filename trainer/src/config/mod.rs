@@ -1,6 +1,7 @@
 //! The config tree: RON files mapped onto typed structs (a doc comment on every field, defaults
 //! in code), `--set` overrides, validation and the resolved `config.ron` of a run.
 
+pub mod limits;
 pub mod load;
 pub mod ron_tree;
 

@@ -43,11 +43,18 @@ impl std::fmt::Display for SyntaxError {
     }
 }
 
+/// How deeply values may nest (structs, tuples, lists, maps inside each other). The parser
+/// recurses once per level, so without a limit a value such as `((((...))))` nested tens of
+/// thousands deep overflows the stack; the typed RON deserializer has the same limit (ron's
+/// default `recursion_limit`), so nothing a config can hold is lost.
+pub const MAX_DEPTH: usize = 128;
+
 /// Parses one RON value (leading `#![enable(...)]` attributes and comments are skipped).
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut p = Parser {
         src: text.as_bytes(),
         pos: 0,
+        depth: 0,
     };
     p.skip_space_and_attributes()?;
     let node = p.value()?;
@@ -61,6 +68,8 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
 struct Parser<'a> {
     src: &'a [u8],
     pos: usize,
+    /// Values currently open around the position (see [`MAX_DEPTH`]).
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -168,6 +177,18 @@ impl Parser<'_> {
     }
 
     fn value(&mut self) -> Result<Node, SyntaxError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(&format!(
+                "values nested more than {MAX_DEPTH} levels deep (the parser's limit)"
+            )));
+        }
+        self.depth += 1;
+        let node = self.value_inner();
+        self.depth -= 1;
+        node
+    }
+
+    fn value_inner(&mut self) -> Result<Node, SyntaxError> {
         self.skip_space()?;
         match self.peek() {
             None => Err(self.error("expected a value, found the end of the text")),
@@ -671,6 +692,23 @@ mod tests {
             .set("modle.layers", Node::Atom("1".into()))
             .unwrap_err();
         assert!(err.to_string().contains("did you mean model"), "{err}");
+    }
+
+    #[test]
+    fn nesting_is_limited_without_overflowing_the_stack() {
+        let deep = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        // At the limit: parses (the innermost `1` is the last allowed level).
+        assert!(parse(&deep(MAX_DEPTH - 1)).is_ok());
+        // 60,000 levels used to overflow the stack (SIGABRT); now a located error.
+        for text in [
+            deep(60_000),
+            format!("{}1{}", "[".repeat(60_000), "]".repeat(60_000)),
+            format!("(a: {}", "Some(".repeat(60_000)),
+        ] {
+            let err = parse(&text).unwrap_err();
+            assert!(err.message.contains("nested more than 128"), "{err}");
+            assert_eq!(err.line, 1);
+        }
     }
 
     #[test]

@@ -460,6 +460,7 @@ impl Validate for Config {
         out.extend(prefixed("eval", self.eval.validate()));
         out.extend(prefixed("checkpoint", self.checkpoint.validate()));
         out.extend(prefixed("runtime", self.runtime.validate()));
+        out.extend(super::limits::problems(self));
         out
     }
 }

@@ -18,7 +18,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
@@ -349,8 +349,7 @@ pub fn compare(
 /// Writes `bandit/<step>.json` with `offline_<step>.png` and `online_<step>.png`, logs the
 /// final numbers, and returns the JSON path.
 pub fn write(run: &mut Run, report: &BanditReport) -> Result<PathBuf> {
-    let dir = run.dir.join(BANDIT_DIR);
-    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let dir = crate::fsutil::create_subdir(&run.dir, BANDIT_DIR)?;
     let json = dir.join(format!("{:012}.json", report.step));
     crate::fsutil::write_atomic(&json, serde_json::to_string_pretty(report)?.as_bytes())?;
     let mut offline = Vec::new();

@@ -14,8 +14,11 @@
 //!   `step`, `config` (the resolved config as RON text), `state` (a JSON blob: RNG state,
 //!   trainer counters...), `groups` (JSON list of the group prefixes), `crc32` (JSON map
 //!   from tensor name to the CRC-32 of its bytes: safetensors has no checksum of its own,
-//!   and a flipped bit in the weights must not load silently) and any
-//!   [`CheckpointMeta::extra`] entries.
+//!   and a flipped bit in the weights must not load silently), any
+//!   [`CheckpointMeta::extra`] entries, and `meta_crc32`: the CRC-32 of every other metadata
+//!   entry (see [`metadata_checksum`]), so an edited `step` or trainer state (`env_steps`)
+//!   is refused like a damaged tensor. Files of format version 1 have no `meta_crc32` and
+//!   still load (their tensors are checked); from version 2 on it is required.
 //!
 //! Supported dtypes: f32, f64, bf16, f16, i64, i32, i16, i8, u8, bool. Loading always
 //! produces CPU tensors; [`load_into_varstore`] copies them onto the model's device.
@@ -38,19 +41,42 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors, View};
 use tch::{Device, Kind, Tensor};
 
-/// Version of the metadata layout written by this code; newer files are refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the metadata layout written by this code; newer files are refused. Version 2
+/// added `meta_crc32`; version 1 files (without it) still load.
+pub const FORMAT_VERSION: u32 = 2;
 
 const FILE_PREFIX: &str = "ckpt_";
 const FILE_SUFFIX: &str = ".safetensors";
-const RESERVED_KEYS: [&str; 6] = [
+const RESERVED_KEYS: [&str; 7] = [
     "format_version",
     "step",
     "config",
     "state",
     "groups",
     "crc32",
+    META_CRC_KEY,
 ];
+
+/// The metadata entry holding [`metadata_checksum`].
+const META_CRC_KEY: &str = "meta_crc32";
+
+/// CRC-32 of every metadata entry but `meta_crc32` itself, in key order, each as its key and
+/// value with their lengths (so no two different maps hash the same text).
+pub fn metadata_checksum<'a>(entries: impl IntoIterator<Item = (&'a String, &'a String)>) -> u32 {
+    let mut sorted: Vec<(&String, &String)> = entries
+        .into_iter()
+        .filter(|(k, _)| k.as_str() != META_CRC_KEY)
+        .collect();
+    sorted.sort();
+    let mut hasher = crc32fast::Hasher::new();
+    for (key, value) in sorted {
+        for part in [key, value] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    hasher.finalize()
+}
 
 /// An error while saving, finding or loading a checkpoint. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +137,8 @@ pub struct CheckpointMeta {
     /// Trainer state that is not a tensor: RNG states, counters, schedules... (JSON).
     pub state: serde_json::Value,
     /// Further string entries for the header's `__metadata__` (keys must not collide with
-    /// the reserved ones: `format_version`, `step`, `config`, `state`, `groups`, `crc32`).
+    /// the reserved ones: `format_version`, `step`, `config`, `state`, `groups`, `crc32`,
+    /// `meta_crc32`).
     pub extra: BTreeMap<String, String>,
 }
 
@@ -385,6 +412,8 @@ pub fn save(
     header.insert("state".into(), to_json(&meta.state));
     header.insert("groups".into(), to_json(&prefixes));
     header.insert("crc32".into(), to_json(&crcs));
+    let meta_crc = metadata_checksum(&header);
+    header.insert(META_CRC_KEY.into(), meta_crc.to_string());
 
     std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
         path: dir.to_path_buf(),
@@ -524,6 +553,26 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         return Err(corrupt(format!(
             "format_version {version} is newer than this icrl understands ({FORMAT_VERSION})"
         )));
+    }
+    match map.get(META_CRC_KEY) {
+        Some(saved) => {
+            let saved: u32 = saved
+                .parse()
+                .map_err(|e| corrupt(format!("bad {META_CRC_KEY}: {e}")))?;
+            if saved != metadata_checksum(&map) {
+                return Err(corrupt(
+                    "metadata checksum mismatch (step, config or trainer state damaged or edited)"
+                        .into(),
+                ));
+            }
+        }
+        // Version 1 wrote no metadata checksum.
+        None if version >= 2 => {
+            return Err(corrupt(format!(
+                "metadata entry '{META_CRC_KEY}' is missing (damaged or edited)"
+            )))
+        }
+        None => {}
     }
     let step: u64 = get("step")?
         .parse()
@@ -1005,6 +1054,66 @@ mod tests {
             msg.contains("missing.safetensors") && msg.contains("read"),
             "{msg}"
         );
+    }
+
+    /// Rewrites a checkpoint with its tensors unchanged and its metadata edited by `edit`.
+    fn rewrite_metadata(path: &Path, edit: impl FnOnce(&mut HashMap<String, String>)) {
+        let bytes = std::fs::read(path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let mut map = header.metadata().clone().unwrap();
+        edit(&mut map);
+        let tensors: Vec<(String, Bytes)> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let b = Bytes {
+                    dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    data: view.data().to_vec(),
+                };
+                (name, b)
+            })
+            .collect();
+        let refs: Vec<(&str, &Bytes)> = tensors.iter().map(|(n, b)| (n.as_str(), b)).collect();
+        safetensors::serialize_to_file(refs, Some(map), path).unwrap();
+    }
+
+    #[test]
+    fn edited_metadata_is_refused_and_version_1_files_still_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = [TensorGroup::new("", sample_tensors())];
+        let path = save(tmp.path(), &g, &meta(5), 0).unwrap();
+        assert!(load(&path).is_ok());
+        // The trainer state edited (the issue's case: env_steps), the step, an extra entry.
+        for (key, value) in [
+            (
+                "state",
+                r#"{"rng":[1,18446744073709551615,3],"updates":99,"lr":0.00025}"#,
+            ),
+            ("step", "6"),
+            ("git", "def456"),
+        ] {
+            let good = std::fs::read(&path).unwrap();
+            rewrite_metadata(&path, |m| {
+                m.insert(key.into(), value.into());
+            });
+            let msg = load(&path).unwrap_err().to_string();
+            assert!(msg.contains("metadata checksum mismatch"), "{key}: {msg}");
+            std::fs::write(&path, good).unwrap();
+        }
+        // Removing the checksum of a version 2 file is no way around it.
+        rewrite_metadata(&path, |m| {
+            m.remove(META_CRC_KEY);
+        });
+        let msg = load(&path).unwrap_err().to_string();
+        assert!(msg.contains("'meta_crc32' is missing"), "{msg}");
+        // A version 1 file (written before the metadata checksum) loads as before.
+        rewrite_metadata(&path, |m| {
+            m.insert("format_version".into(), "1".into());
+        });
+        let ck = load(&path).unwrap();
+        assert_eq!(ck.meta, meta(5));
     }
 
     /// The Python safetensors library opens our files: every tensor, the metadata, the values.

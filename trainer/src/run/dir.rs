@@ -53,6 +53,13 @@ pub fn create(
     seed: u64,
     config_ron: &str,
 ) -> anyhow::Result<PathBuf> {
+    if parent.exists() && !parent.is_dir() {
+        return Err(crate::error::UsageError(format!(
+            "{}: the runs folder (--out) is a file, not a folder",
+            parent.display()
+        ))
+        .into());
+    }
     std::fs::create_dir_all(parent)
         .with_context(|| format!("{}: cannot create the runs folder", parent.display()))?;
     let stamp = fsutil::utc_timestamp(std::time::SystemTime::now());

@@ -11,12 +11,12 @@ pub mod dir;
 pub mod logging;
 pub mod progress;
 pub mod seeds;
+pub mod signals;
 
 pub use bad_updates::BadUpdateGuard;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
@@ -31,27 +31,17 @@ use self::logging::{code_block, GuardedLogger, LogError, Logger, TensorBoardLogg
 use crate::config::{self, Config};
 use crate::optim::Adam;
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
-
-/// Installs a Ctrl-C handler (once per process): the first Ctrl-C asks the running method to
-/// save a checkpoint at its next safe point and stop; a second one exits at once.
+/// Installs the stop-signal handler (SIGINT, SIGTERM, SIGUSR1; see [`signals`]): the first
+/// signal asks the running method to save a checkpoint at its next safe point and stop; a
+/// second one quits at once without touching libtorch.
 pub fn install_interrupt_handler() {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        let _ = ctrlc::set_handler(|| {
-            if INTERRUPTS.fetch_add(1, Ordering::SeqCst) == 0 {
-                INTERRUPTED.store(true, Ordering::SeqCst);
-                eprintln!("\ninterrupted: saving a checkpoint at the next safe point (Ctrl-C again to quit now)");
-            } else {
-                eprintln!("\ninterrupted twice: quitting without a checkpoint");
-                std::process::exit(130);
-            }
-        });
-    });
+    if let Err(e) = signals::install(signals::Mode::Run) {
+        eprintln!("warning: cannot handle stop signals ({e}); a signal will end the run unsaved");
+    }
 }
 
-/// A run stopped by Ctrl-C after saving its checkpoint (exit code 130).
+/// A run stopped by a stop signal after saving its checkpoint (exit code 130 after SIGINT,
+/// 143 after SIGTERM or SIGUSR1: [`signals::exit_code`]).
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted at env step {step}; checkpoint saved; resume with: icrl train --resume {}", dir.display())]
 pub struct Interrupted {
@@ -61,9 +51,9 @@ pub struct Interrupted {
     pub dir: PathBuf,
 }
 
-/// True once Ctrl-C was pressed.
+/// True once a stop signal (Ctrl-C, SIGTERM, SIGUSR1) arrived.
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    signals::interrupted()
 }
 
 /// The hyper-parameters a run shows in TensorBoard's HParams dashboard: `name` (a sweep's
@@ -191,6 +181,90 @@ fn open_logger(dir: &Path, config: &Config) -> Result<GuardedLogger<Box<dyn Logg
     Ok(GuardedLogger::new(inner, config.logging.on_error))
 }
 
+/// Which checkpoint a reopened run continues from.
+#[derive(Debug, Clone, Copy)]
+pub enum CheckpointChoice<'a> {
+    /// The latest. If it is damaged, the error says so and names the newest valid one.
+    Latest,
+    /// The newest one that loads (`icrl train --resume DIR --last-valid`); damaged newer files
+    /// are set aside as `<name>.damaged`, so that later resumes and the keep-last pruning skip
+    /// them.
+    NewestValid,
+    /// This file and no other (`icrl eval --checkpoint FILE`).
+    File(&'a Path),
+}
+
+/// Loads the checkpoint `choice` names from the run folder `dir` (None: the run has none).
+fn pick_checkpoint(dir: &Path, choice: CheckpointChoice) -> Result<Option<Checkpoint>> {
+    let all = match choice {
+        CheckpointChoice::File(file) => return Ok(Some(checkpoint::load(file)?)),
+        CheckpointChoice::Latest | CheckpointChoice::NewestValid => {
+            checkpoint::list(&dir.join(run_dir::CHECKPOINT_DIR))?
+        }
+    };
+    let Some((_, newest)) = all.last() else {
+        return Ok(None);
+    };
+    let damage = match checkpoint::load(newest) {
+        Ok(ckpt) => return Ok(Some(ckpt)),
+        Err(e) => e,
+    };
+    // Newest first: the damaged ones, until one loads.
+    let mut damaged = vec![newest.clone()];
+    let mut valid = None;
+    for (_, older) in all.iter().rev().skip(1) {
+        match checkpoint::load(older) {
+            Ok(ckpt) => {
+                valid = Some(ckpt);
+                break;
+            }
+            Err(_) => damaged.push(older.clone()),
+        }
+    }
+    let Some(valid) = valid else {
+        return Err(crate::error::UsageError(format!(
+            "{damage}\n  no other checkpoint of {} loads either; start the run afresh",
+            dir.display()
+        ))
+        .into());
+    };
+    if let CheckpointChoice::Latest = choice {
+        return Err(crate::error::UsageError(format!(
+            "{damage}\n  the newest valid checkpoint is {} (step {}): continue from it with \
+             `icrl train --resume {} --last-valid` (the damaged file{} set aside), or evaluate \
+             it with `icrl eval {} --checkpoint {}`",
+            valid.path.display(),
+            valid.meta.step,
+            dir.display(),
+            if damaged.len() == 1 { " is" } else { "s are" },
+            dir.display(),
+            valid.path.display()
+        ))
+        .into());
+    }
+    for file in &damaged {
+        let mut aside = file.clone().into_os_string();
+        aside.push(".damaged");
+        std::fs::rename(file, &aside).with_context(|| {
+            format!(
+                "{}: cannot set the damaged checkpoint aside",
+                file.display()
+            )
+        })?;
+        eprintln!(
+            "warning: {} is damaged; set aside as {}",
+            file.display(),
+            std::path::Path::new(&aside).display()
+        );
+    }
+    eprintln!(
+        "continuing from the newest valid checkpoint, {} (step {})",
+        valid.path.display(),
+        valid.meta.step
+    );
+    Ok(Some(valid))
+}
+
 impl Run {
     /// Creates a new run folder under `out` for `config` and opens its logger.
     pub fn start(config: Config, out: &Path, device: Option<&str>) -> Result<Run> {
@@ -218,8 +292,14 @@ impl Run {
     }
 
     /// Reopens an existing run folder to continue from its latest checkpoint (or from the
-    /// start when it has none yet). The checkpoint must have been made for this config.
+    /// start when it has none yet). The checkpoint must have been made for this config; a
+    /// damaged one is an error that names the newest valid checkpoint, if any.
     pub fn resume(dir: &Path, device: Option<&str>) -> Result<Run> {
+        Self::resume_with(dir, device, CheckpointChoice::Latest)
+    }
+
+    /// [`Run::resume`] from the checkpoint `choice` names.
+    pub fn resume_with(dir: &Path, device: Option<&str>, choice: CheckpointChoice) -> Result<Run> {
         let path = dir.join(run_dir::CONFIG_FILE);
         let config_text =
             std::fs::read_to_string(&path).map_err(|source| config::ConfigError::Read {
@@ -229,11 +309,7 @@ impl Run {
         let config: Config = config::from_ron_str(&config_text, &path.display().to_string())?;
         let device = resolve_device(&config, device)?;
         set_threads(&config);
-        let ckpt_dir = dir.join(run_dir::CHECKPOINT_DIR);
-        let resume_from = match checkpoint::latest(&ckpt_dir)? {
-            Some(p) => Some(checkpoint::load(&p)?),
-            None => None,
-        };
+        let resume_from = pick_checkpoint(dir, choice)?;
         if let Some(ckpt) = &resume_from {
             let saved: Config = config::from_ron_str(
                 &ckpt.meta.config,
@@ -285,13 +361,24 @@ impl Run {
         groups: &[TensorGroup],
         state: serde_json::Value,
     ) -> Result<PathBuf> {
+        // A run folder deleted under a running job stops it; recreating it would leave a
+        // folder holding only a checkpoint, without the config a resume needs.
+        if !self.dir.join(run_dir::CONFIG_FILE).is_file() {
+            anyhow::bail!(
+                "{}: the run folder (or its config.ron) disappeared; stopping without writing \
+                 the checkpoint of step {step}",
+                self.dir.display()
+            );
+        }
         let meta = CheckpointMeta::new(step, self.config_text.clone(), state);
-        Ok(checkpoint::save(
+        let path = checkpoint::save(
             &self.dir.join(run_dir::CHECKPOINT_DIR),
             groups,
             &meta,
             self.config.checkpoint.keep_last,
-        )?)
+        )?;
+        signals::note_checkpoint_saved();
+        Ok(path)
     }
 
     /// Saves a trainer's checkpoint: the model's variables (group `""`), the optimiser's state

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tch::{Device, Tensor};
 
 use envs::{BanditConfig, EnvConfig, ObsBatch, StepBatch};
@@ -146,8 +146,7 @@ pub fn offline(run: &mut Run, model: &DptNet, dpt: &DptConfig, step: u64) -> Res
         greedy_returns: greedy,
         sampled_returns: sampled,
     };
-    let dir = run.dir.join(OFFLINE_DIR);
-    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let dir = crate::fsutil::create_subdir(&run.dir, OFFLINE_DIR)?;
     // The configured evaluation is `<step>.json`; another number of contexts per task
     // (`icrl eval --offline --contexts N`) is written beside it as `<step>_c<N>.json`.
     let name = if matches!(&run.config.method, crate::config::Method::Dpt(c) if c == dpt) {
