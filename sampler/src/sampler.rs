@@ -131,8 +131,8 @@ pub struct Sampler {
     inline: Option<Shard>,
     workers: Vec<Worker>,
     replies: Receiver<Reply>,
-    train_tasks: Vec<TaskId>,
-    test_tasks: Vec<TaskId>,
+    /// Task lists of Train, Validation, Test (in [`Split::ALL`] order).
+    tasks: [Vec<TaskId>; 3],
     /// Next column to act on (= storage.len of the current trial).
     col: usize,
     trial: u64,
@@ -278,8 +278,7 @@ impl Sampler {
             inline: None,
             workers,
             replies,
-            train_tasks: Vec::new(),
-            test_tasks: Vec::new(),
+            tasks: Default::default(),
             col: 0,
             trial: 0,
             staging: None,
@@ -323,7 +322,7 @@ impl Sampler {
         if first_error.is_none() {
             // Task lists come from a separate single-slot env (cheap; never stepped).
             match build_shard(build.as_ref(), 0, 1, seed) {
-                Ok(s) => tasks = Some((s.env_tasks(Split::Train), s.env_tasks(Split::Test))),
+                Ok(s) => tasks = Some(Split::ALL.map(|split| s.env_tasks(split))),
                 Err(e) => first_error = Some(e),
             }
         }
@@ -346,9 +345,8 @@ impl Sampler {
             ))));
         }
         sampler.spec = spec;
-        if let Some((train, test)) = tasks {
-            sampler.train_tasks = train;
-            sampler.test_tasks = test;
+        if let Some(tasks) = tasks {
+            sampler.tasks = tasks;
         }
         Ok(sampler)
     }
@@ -395,9 +393,11 @@ impl Sampler {
 
     /// The task list of a split (fixed, from the environment).
     pub fn tasks(&self, split: Split) -> &[TaskId] {
+        let [train, validation, test] = &self.tasks;
         match split {
-            Split::Train => &self.train_tasks,
-            Split::Test => &self.test_tasks,
+            Split::Train => train,
+            Split::Validation => validation,
+            Split::Test => test,
         }
     }
 

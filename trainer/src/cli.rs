@@ -93,7 +93,7 @@ pub struct EvalArgs {
     /// Trials per task (default: the config's eval.trials_per_task).
     #[arg(long)]
     pub trials: Option<usize>,
-    /// Task split: test or train (default: the config's eval.split).
+    /// Task split: test, validation or train (default: the config's eval.split).
     #[arg(long)]
     pub split: Option<String>,
     /// Act greedily instead of sampling.
@@ -334,10 +334,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None => None,
                 Some("test") => Some(crate::config::EvalSplit::Test),
                 Some("train") => Some(crate::config::EvalSplit::Train),
+                Some("validation") => Some(crate::config::EvalSplit::Validation),
                 Some(other) => {
-                    return Err(
-                        UsageError(format!("--split {other}: expected test or train")).into(),
-                    )
+                    return Err(UsageError(format!(
+                        "--split {other}: expected test, validation or train"
+                    ))
+                    .into())
                 }
             };
             let path = crate::evaluate_run(

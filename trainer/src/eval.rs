@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use agent::ActorCritic;
-use envs::{EnvConfig, Split};
+use envs::EnvConfig;
 use sampler::{ModelPolicy, Policy, RolloutStorage, Sampler, SamplerConfig};
 
 use crate::config::{EvalConfig, EvalSplit};
@@ -76,10 +76,7 @@ impl EvalResult {
 /// The tasks evaluation runs on.
 pub fn eval_tasks(env: &EnvConfig, cfg: &EvalConfig) -> Result<Vec<envs::TaskId>> {
     let probe = env.build(0, 0, 1)?;
-    let split = match cfg.split {
-        EvalSplit::Test => Split::Test,
-        EvalSplit::Train => Split::Train,
-    };
+    let split = cfg.split.split();
     let mut tasks = probe.tasks(split);
     if let Some(max) = cfg.max_tasks {
         tasks.truncate(max);
