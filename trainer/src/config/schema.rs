@@ -538,3 +538,54 @@ impl Validate for Config {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_and_experience_seeds_default_to_seed_and_can_be_set_apart() {
+        let mut cfg = Config {
+            seed: 7,
+            ..Config::default()
+        };
+        assert_eq!((cfg.init_seed(), cfg.experience_seed()), (7, 7));
+        cfg.init_seed = Some(3);
+        assert_eq!((cfg.init_seed(), cfg.experience_seed()), (3, 7));
+        cfg.experience_seed = Some(11);
+        assert_eq!((cfg.init_seed(), cfg.experience_seed()), (3, 11));
+    }
+
+    #[test]
+    fn ppo_defaults_follow_the_official_recipe_and_full_updates_are_0_or_1() {
+        let ppo = PpoConfig::default();
+        assert_eq!(ppo.full_updates_per_rollout, 1);
+        assert!(!ppo.returns_across_episodes);
+        assert!(ppo.validate().is_empty());
+        let two = PpoConfig {
+            full_updates_per_rollout: 2,
+            ..PpoConfig::default()
+        };
+        let problems = two.validate();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "full_updates_per_rollout");
+    }
+
+    #[test]
+    fn validation_scores_are_refused_for_a_run_that_trains_on_validation() {
+        let mut cfg = Config::default();
+        cfg.eval.split = EvalSplit::Validation;
+        assert!(cfg.validate().is_empty());
+        assert_eq!(cfg.training_splits(), vec![envs::Split::Train]);
+        cfg.train_on_validation = true;
+        assert_eq!(
+            cfg.training_splits(),
+            vec![envs::Split::Train, envs::Split::Validation]
+        );
+        let problems = cfg.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "eval.split");
+        cfg.eval.split = EvalSplit::Test;
+        assert!(cfg.validate().is_empty());
+    }
+}
