@@ -8,7 +8,7 @@ CARGO ?= cargo
 # libtorch's OpenMP workers spin while idle; on 2 shared cores that costs several-fold.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: all libtorch build run test bench fmt lint clean
+.PHONY: all libtorch build run test bench fmt lint clean tensorboard
 
 all: build
 
@@ -20,6 +20,12 @@ build: libtorch
 
 run: build
 	target/release/icrl train $(CONFIG)
+
+# `make tensorboard [LOGDIR=sweeps/NAME] [PORT=6006]`: TensorBoard from the cached environment.
+LOGDIR ?= runs
+PORT ?= 6006
+tensorboard: libtorch
+	scripts/tensorboard.sh $(LOGDIR) $(PORT)
 
 test: libtorch
 	$(CARGO) build --release --bin icrl

@@ -2,5 +2,6 @@
 //! downstream users can name everything through one crate.
 pub use agent;
 pub use envs;
+pub use lab;
 pub use sampler;
 pub use trainer;

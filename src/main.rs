@@ -1,4 +1,6 @@
-//! The `icrl` binary: see `icrl --help` and trainer/src/cli.rs.
+//! The `icrl` binary: see `icrl --help` and src/cli.rs.
+
+mod cli;
 
 /// libtorch's OpenMP runtime reads OMP_WAIT_POLICY once, when the library loads (before `main`).
 /// Spinning workers cost several-fold on small shared machines, so unless the user chose a
@@ -21,5 +23,5 @@ fn ensure_passive_openmp() {
 
 fn main() {
     ensure_passive_openmp();
-    std::process::exit(trainer::cli::main());
+    std::process::exit(cli::main());
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use icrl::trainer::experiment;
-use icrl::trainer::report::References;
+use icrl::lab::experiment;
+use icrl::lab::report::References;
 
 fn icrl() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_icrl"));

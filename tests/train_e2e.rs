@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use icrl::trainer::logging::{read_events, ValueData};
+use icrl::trainer::run::logging::{read_events, ValueData};
 
 fn icrl() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_icrl"));

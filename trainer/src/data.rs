@@ -52,8 +52,8 @@ use serde::{Deserialize, Serialize};
 use envs::grid::GridRules;
 use envs::{EnvConfig, ObsBatch, Split, StepBatch, TaskId};
 
-use crate::cli::UsageError;
 use crate::config::{ContextKind, DataConfig};
+use crate::error::UsageError;
 
 /// First bytes of every dataset file.
 pub const MAGIC: &[u8; 8] = b"ICRLDSET";
@@ -1058,7 +1058,7 @@ pub fn generate_file(env: &EnvConfig, data: &DataConfig, path: &Path) -> Result<
     let all = jobs(data, &tasks, data.seed);
     let per_chunk = chunk_jobs(env, data);
     let chunks: Vec<&[Job]> = all.chunks(per_chunk).collect();
-    let bar = crate::progress::bar(header.records, &format!("data {}", env.name()), "records");
+    let bar = crate::run::progress::bar(header.records, &format!("data {}", env.name()), "records");
     let mut crc = crc32fast::Hasher::new();
     let mut written = 0u64;
     let threads = rayon::current_num_threads().max(1);

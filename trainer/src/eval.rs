@@ -14,8 +14,8 @@ use envs::EnvConfig;
 use sampler::{ModelPolicy, Policy, RolloutStorage, Sampler, SamplerConfig};
 
 use crate::config::{EvalConfig, EvalSplit};
-use crate::logging::Logger;
 use crate::plot::{self, Series};
+use crate::run::logging::Logger;
 use crate::stats::MeanCi;
 
 /// One point of the in-context curve.
@@ -220,7 +220,7 @@ fn file_stem(result: &EvalResult) -> String {
 /// Writes `eval/<step>.json` and `eval/<step>.png` under `run_dir` (`<step>_<tag>.*` for an
 /// evaluation off the config's protocol); returns the JSON path.
 pub fn write(run_dir: &Path, result: &EvalResult) -> Result<PathBuf> {
-    let dir = run_dir.join(crate::run_dir::EVAL_DIR);
+    let dir = run_dir.join(crate::run::dir::EVAL_DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let stem = file_stem(result);
     let json = dir.join(format!("{stem}.json"));
@@ -290,7 +290,7 @@ pub fn log(logger: &mut dyn Logger, result: &EvalResult, png: Option<&Path>) -> 
 /// The evaluation JSON files of a run made with the config's own protocol (`<step>.json`,
 /// not the tagged ones of `icrl eval` with overrides), sorted by step.
 pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
-    Ok(list_steps(&run_dir.join(crate::run_dir::EVAL_DIR)))
+    Ok(list_steps(&run_dir.join(crate::run::dir::EVAL_DIR)))
 }
 
 /// The `<step>.json` files of `dir` (file stem all digits), sorted by step; none if `dir`

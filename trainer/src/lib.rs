@@ -1,43 +1,41 @@
-//! Trainers, evaluation, logging, checkpoints and the `icrl` command line. See DESIGN.md §6-8.
-pub mod cli;
+//! Trainers, evaluation, logging and checkpoints. See DESIGN.md §6-8.
+//!
+//! Layout: [`methods`] holds one module per training method; [`run`] the run folder and its
+//! chores (checkpoints, logging, progress, interrupts); [`config`] the config tree; [`data`],
+//! [`eval`], [`plot`] and [`stats`] the datasets, evaluation and figures the methods share;
+//! [`error`] the error types at the bottom. The experiment tooling (experiment files, sweeps,
+//! reports) is the `lab` crate and the command line the `icrl` binary; both depend on this
+//! crate, never the reverse.
 pub mod config;
+pub mod error;
 pub mod fsutil;
 pub mod info;
-pub mod progress;
-pub mod run_dir;
 
 pub use config::Config;
-pub mod ad;
-pub mod bandit_baselines;
-pub mod checkpoint;
 pub mod data;
-pub mod dpt;
 pub mod eval;
-pub mod experiment;
-pub mod logging;
+pub mod methods;
 pub mod optim;
 pub mod plot;
 pub mod ppo_math;
-pub mod ppo_single_task;
-pub mod relic;
-pub mod report;
-pub mod rl2;
 pub mod run;
 pub mod stats;
-pub mod sweep;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use config::{EvalSplit, Method};
+use error::UsageError;
+use methods::{ad, bandit, dpt, ppo_single_task, relic, rl2};
+use run::checkpoint;
 
 /// Trains the method named in the run's config.
 pub fn train(run: &mut run::Run) -> anyhow::Result<()> {
     match run.config.method.clone() {
         Method::Relic(ppo) => relic::train(run, &ppo),
         Method::Dpt(c) => dpt::train(run, &c),
-        Method::BanditBaselines(c) => bandit_baselines::train(run, &c),
+        Method::BanditBaselines(c) => bandit::train(run, &c),
         Method::Rl2(c) => rl2::train(run, &c),
         Method::PpoTask(c) => ppo_single_task::train(run, &c),
         Method::Ad(c) => ad::train(run, &c),
@@ -61,7 +59,7 @@ pub fn evaluate_run(
     let ckpt = match checkpoint_path {
         Some(p) => checkpoint::load(p)?,
         None => run.resume_from.take().with_context(|| {
-            cli::UsageError(format!(
+            UsageError(format!(
                 "{}: the run has no checkpoint yet",
                 run_dir.display()
             ))
@@ -83,9 +81,7 @@ pub fn evaluate_run(
     }
     cfg.eval.tag = eval_tag(&run.config.eval, &cfg.eval);
     if cfg.eval.episodes_per_trial == 0 || cfg.eval.trials_per_task == 0 || context == Some(0) {
-        return Err(
-            cli::UsageError("--episodes, --trials and --context must be >= 1".into()).into(),
-        );
+        return Err(UsageError("--episodes, --trials and --context must be >= 1".into()).into());
     }
     let spec = cfg.env.spec();
     match &cfg.method {
@@ -114,7 +110,7 @@ pub fn evaluate_run(
             eval::log(&mut run.logger, &result, Some(&json.with_extension("png")))?;
             Ok(json)
         }
-        Method::BanditBaselines(c) => bandit_baselines::evaluate(&mut run, c),
+        Method::BanditBaselines(c) => bandit::evaluate(&mut run, c),
         Method::Rl2(c) => rl2::evaluate_checkpoint(&mut run, &cfg, c, &ckpt),
         Method::PpoTask(c) => ppo_single_task::evaluate(&mut run, &cfg, c),
         Method::Ad(c) => ad::evaluate_checkpoint(&mut run, &cfg, c, &ckpt),
@@ -163,7 +159,7 @@ pub fn evaluate_run_offline(
     let ckpt = match checkpoint_path {
         Some(p) => checkpoint::load(p)?,
         None => run.resume_from.take().with_context(|| {
-            cli::UsageError(format!(
+            UsageError(format!(
                 "{}: the run has no checkpoint yet",
                 run_dir.display()
             ))
@@ -176,13 +172,13 @@ pub fn evaluate_run_offline(
             let mut dpt = dpt.clone();
             if let Some(n) = contexts_per_task {
                 if n == 0 {
-                    return Err(cli::UsageError("--contexts must be >= 1".into()).into());
+                    return Err(UsageError("--contexts must be >= 1".into()).into());
                 }
                 dpt.offline_contexts_per_task = n;
             }
             dpt::offline(&mut run, &model, &dpt, ckpt.meta.step)
         }
-        _ => Err(cli::UsageError(format!(
+        _ => Err(UsageError(format!(
             "--offline evaluates DPT runs; {} is a {} run",
             run_dir.display(),
             cfg.method_name()

@@ -7,7 +7,7 @@ use agent::ModelConfig;
 use envs::EnvConfig;
 use sampler::SamplerConfig;
 
-use crate::logging::LogPolicy;
+use crate::run::logging::LogPolicy;
 
 use super::load::{prefixed, Validate};
 
@@ -113,15 +113,15 @@ impl Config {
 pub enum Method {
     /// ReLIC: PPO over multi-episode trials with partial updates.
     Relic(PpoConfig),
-    /// DPT: supervised pretraining on in-context datasets (trainer/src/dpt.rs).
+    /// DPT: supervised pretraining on in-context datasets (trainer/src/methods/dpt/).
     Dpt(super::DptConfig),
-    /// Algorithm Distillation on learning histories (trainer/src/ad.rs).
+    /// Algorithm Distillation on learning histories (trainer/src/methods/ad.rs).
     Ad(super::AdConfig),
-    /// RL²: a GRU policy trained with PPO over trials (trainer/src/rl2.rs).
+    /// RL²: a GRU policy trained with PPO over trials (trainer/src/methods/rl2.rs).
     Rl2(super::Rl2Config),
-    /// PPO from scratch on each held-out task (trainer/src/ppo_single_task.rs).
+    /// PPO from scratch on each held-out task (trainer/src/methods/ppo_single_task.rs).
     PpoTask(super::PpoTaskConfig),
-    /// Classic bandit algorithms on the held-out bandits (trainer/src/bandit_baselines.rs).
+    /// Classic bandit algorithms on the held-out bandits (trainer/src/methods/bandit.rs).
     BanditBaselines(super::BanditBaselinesConfig),
 }
 

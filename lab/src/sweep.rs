@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::UsageError;
-use crate::config::{self, Config};
 use crate::experiment::{self, LoadedExperiment, PlannedRun};
-use crate::fsutil;
+use trainer::config::{self, Config};
+use trainer::error::UsageError;
+use trainer::fsutil;
 
 /// The sweep's plan file.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -198,7 +198,7 @@ pub fn run_dir_in_slot(slot: &Path) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(slot)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(crate::run_dir::CONFIG_FILE).is_file())
+        .filter(|p| p.join(trainer::run::dir::CONFIG_FILE).is_file())
         .collect();
     dirs.sort();
     dirs.pop()
@@ -549,7 +549,7 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
 
     install_handler();
     let total = jobs.len() as u64;
-    let bar = crate::progress::bar(total, &format!("sweep {}", exp.name), "runs");
+    let bar = trainer::run::progress::bar(total, &format!("sweep {}", exp.name), "runs");
     bar.set_position(summary.skipped.len() as u64);
     let say = |line: String| {
         if bar.is_hidden() {

@@ -1032,7 +1032,7 @@ with safe_open(sys.argv[1], "pt") as f:
         out["tensors"][k] = [str(t.dtype), list(t.shape), bits]
 print(json.dumps(out))
 "#;
-        let stdout = crate::logging::tests::run_python(script, &[&path]);
+        let stdout = crate::run::logging::tests::run_python(script, &[&path]);
         let v: serde_json::Value =
             serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
         let md = &v["metadata"];

@@ -30,12 +30,12 @@ use tch::{Device, Tensor};
 
 use agent::{ActorCritic, StepInputs};
 
-use crate::checkpoint::{self, Checkpoint, TensorGroup};
 use crate::config::{AdConfig, Config};
 use crate::data::{self, Dataset, RecordView, FLAG_START};
 use crate::eval;
-use crate::logging::Logger;
 use crate::optim::{warmup_cosine, Adam};
+use crate::run::checkpoint::{self, Checkpoint, TensorGroup};
+use crate::run::logging::Logger;
 use crate::run::{self, Run};
 
 /// Counters that make a run resumable, saved in every checkpoint.
@@ -152,7 +152,8 @@ fn build(cfg: &Config, device: Device) -> Result<(VarStore, ActorCritic)> {
 pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
     let cfg = run.config.clone();
     let device = run.device;
-    let dataset: Dataset = data::ensure(&cfg.env, &ad.data, &crate::dpt::runs_dir(&run.dir))?;
+    let dataset: Dataset =
+        data::ensure(&cfg.env, &ad.data, &crate::methods::dpt::runs_dir(&run.dir))?;
     tch::manual_seed(cfg.seed as i64);
     let (mut vs, model) = build(&cfg, device)?;
     let mut opt = Adam::new(&vs, 0.9, 0.99, 1e-8, ad.weight_decay);
@@ -167,7 +168,7 @@ pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
     }
     let image = cfg.env.spec().image.map(|i| (i.height, i.width));
     let tokens_per_step = (ad.batch_size * ad.window) as f64;
-    let bar = crate::progress::bar(ad.steps, "ad", "steps");
+    let bar = crate::run::progress::bar(ad.steps, "ad", "steps");
     bar.set_position(state.steps.min(ad.steps));
     run::install_interrupt_handler();
     let log_every = 50u64;

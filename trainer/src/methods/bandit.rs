@@ -28,9 +28,9 @@ use envs::BanditConfig;
 
 use crate::config::{BanditAlgo, BanditBaselinesConfig, ContextKind, DataConfig, DptConfig};
 use crate::data::{self, Layout, Record, RecordView};
-use crate::dpt::{DptNet, HostBatch};
-use crate::logging::Logger;
+use crate::methods::dpt::{DptNet, HostBatch};
 use crate::plot::{self, Series};
+use crate::run::logging::Logger;
 use crate::run::Run;
 use crate::stats::MeanCi;
 
@@ -491,7 +491,7 @@ pub fn write(run: &mut Run, report: &BanditReport) -> Result<PathBuf> {
 fn env_bandit(run: &Run) -> Result<BanditConfig> {
     match &run.config.env {
         envs::EnvConfig::Bandit(b) => Ok(b.clone()),
-        other => Err(crate::cli::UsageError(format!(
+        other => Err(crate::error::UsageError(format!(
             "the bandit algorithms need env: Bandit(..), got {}",
             other.name()
         ))
@@ -501,7 +501,7 @@ fn env_bandit(run: &Run) -> Result<BanditConfig> {
 
 fn check_sizes(bandit: &BanditConfig, cfg: &BanditBaselinesConfig) -> Result<()> {
     if let Some(&n) = cfg.offline_sizes.iter().find(|&&n| n > bandit.horizon) {
-        return Err(crate::cli::UsageError(format!(
+        return Err(crate::error::UsageError(format!(
             "offline_sizes: {n} exceeds the bandit horizon {}",
             bandit.horizon
         ))

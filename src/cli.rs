@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, ConfigError};
-use crate::info;
+use trainer::config::{self, ConfigError};
+use trainer::error::UsageError;
+use trainer::info;
 
 /// In-context reinforcement learning for embodied tasks: ReLIC, DPT and baselines.
 #[derive(Parser, Debug)]
@@ -44,9 +45,9 @@ pub enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Run every (variant, seed) of an experiment file, N at a time, resumably.
-    Sweep(crate::sweep::SweepArgs),
+    Sweep(lab::sweep::SweepArgs),
     /// Markdown table, CSV and PNG curves from run folders or sweep folders.
-    Report(crate::report::ReportArgs),
+    Report(lab::report::ReportArgs),
 }
 
 /// A config file and its overrides.
@@ -233,11 +234,6 @@ pub enum BenchCommand {
     },
 }
 
-/// An error from bad input (exit code 2) rather than a failed run (exit code 1).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
 /// Entry point of the `icrl` binary; returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -259,7 +255,7 @@ pub fn main() -> i32 {
 /// 2 for bad input, 130 for an interrupted run, 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     if e.chain()
-        .any(|c| c.is::<crate::run::Interrupted>() || c.is::<crate::sweep::SweepInterrupted>())
+        .any(|c| c.is::<trainer::run::Interrupted>() || c.is::<lab::sweep::SweepInterrupted>())
     {
         return 130;
     }
@@ -267,7 +263,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         c.is::<ConfigError>()
             || c.is::<UsageError>()
             || c.is::<envs::EnvError>()
-            || c.is::<crate::checkpoint::CheckpointError>()
+            || c.is::<trainer::run::checkpoint::CheckpointError>()
     });
     if bad_input {
         2
@@ -298,23 +294,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Train(args) => {
             let mut run = match &args.resume {
-                Some(dir) => crate::run::Run::resume(dir, args.device.as_deref())?,
+                Some(dir) => trainer::run::Run::resume(dir, args.device.as_deref())?,
                 None => {
                     let path = args
                         .config
                         .as_ref()
                         .expect("clap requires CONFIG without --resume");
-                    let config: crate::Config = config::load(path, &args.set)?;
-                    crate::run::Run::start(config, &args.out, args.device.as_deref())?
+                    let config: trainer::Config = config::load(path, &args.set)?;
+                    trainer::run::Run::start(config, &args.out, args.device.as_deref())?
                 }
             };
             eprintln!("run folder: {}", run.dir.display());
-            crate::train(&mut run)?;
+            trainer::train(&mut run)?;
             eprintln!("done: {}", run.dir.display());
             Ok(())
         }
         Command::Eval(args) if args.offline => {
-            let path = crate::evaluate_run_offline(
+            let path = trainer::evaluate_run_offline(
                 &args.run_dir,
                 args.checkpoint.as_deref(),
                 args.contexts,
@@ -324,17 +320,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Data(args) => {
-            let config: crate::Config = config::load(&args.config, &args.set)?;
-            let path = crate::data::command(&config, &args.out)?;
+            let config: trainer::Config = config::load(&args.config, &args.set)?;
+            let path = trainer::data::command(&config, &args.out)?;
             println!("{}", path.display());
             Ok(())
         }
         Command::Eval(args) => {
             let split = match args.split.as_deref() {
                 None => None,
-                Some("test") => Some(crate::config::EvalSplit::Test),
-                Some("train") => Some(crate::config::EvalSplit::Train),
-                Some("validation") => Some(crate::config::EvalSplit::Validation),
+                Some("test") => Some(trainer::config::EvalSplit::Test),
+                Some("train") => Some(trainer::config::EvalSplit::Train),
+                Some("validation") => Some(trainer::config::EvalSplit::Validation),
                 Some(other) => {
                     return Err(UsageError(format!(
                         "--split {other}: expected test, validation or train"
@@ -342,7 +338,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     .into())
                 }
             };
-            let path = crate::evaluate_run(
+            let path = trainer::evaluate_run(
                 &args.run_dir,
                 args.checkpoint.as_deref(),
                 args.episodes,
@@ -355,10 +351,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", path.display());
             Ok(())
         }
-        Command::Sweep(args) => crate::sweep::command(&args),
-        Command::Report(args) => crate::report::command(&args),
+        Command::Sweep(args) => lab::sweep::command(&args),
+        Command::Report(args) => lab::report::command(&args),
         Command::Check(args) => {
-            let config: crate::Config = config::load(&args.config, &args.set)?;
+            let config: trainer::Config = config::load(&args.config, &args.set)?;
             print!("{}", config::to_ron_string(&config));
             println!();
             Ok(())

@@ -1,16 +1,21 @@
 //! A run in progress: its folder, resolved config, device, logger, checkpoints and the
 //! interrupt flag. Shared by every method; the methods themselves live in their own modules.
 
+pub mod checkpoint;
+pub mod dir;
+pub mod logging;
+pub mod progress;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use tch::Device;
 
-use crate::checkpoint::{self, Checkpoint, CheckpointMeta, TensorGroup};
+use self::checkpoint::{Checkpoint, CheckpointMeta, TensorGroup};
+use self::dir as run_dir;
+use self::logging::{code_block, GuardedLogger, LogError, Logger, TensorBoardLogger};
 use crate::config::{self, Config};
-use crate::logging::{code_block, GuardedLogger, LogError, Logger, TensorBoardLogger};
-use crate::run_dir;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
@@ -87,10 +92,10 @@ pub struct Run {
 fn resolve_device(config: &Config, device: Option<&str>) -> Result<Device> {
     let text = device.unwrap_or(&config.runtime.device);
     let device =
-        crate::info::parse_device(text).map_err(|e| crate::cli::UsageError(e.to_string()))?;
+        crate::info::parse_device(text).map_err(|e| crate::error::UsageError(e.to_string()))?;
     if let Device::Cuda(i) = device {
         if !tch::Cuda::is_available() || i >= tch::Cuda::device_count() as usize {
-            return Err(crate::cli::UsageError(format!(
+            return Err(crate::error::UsageError(format!(
                 "device cuda:{i} requested, but libtorch sees {} CUDA device(s)",
                 tch::Cuda::device_count()
             ))
@@ -170,7 +175,7 @@ impl Run {
             )?;
             let differing = config::differing_fields(&saved, &config);
             if !differing.is_empty() {
-                return Err(crate::cli::UsageError(format!(
+                return Err(crate::error::UsageError(format!(
                     "{} was made for another config than {}: fields {} differ",
                     ckpt.path.display(),
                     path.display(),

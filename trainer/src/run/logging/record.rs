@@ -4,7 +4,7 @@
 //! u32 masked CRC-32C of the data (LE)`. The mask is TensorFlow's: `((crc >> 15) | (crc <<
 //! 17)) + 0xa282ead8` (wrapping). The CRC-32C (Castagnoli) routine is tensorboard-rs's
 //! `masked_crc32c`, which is correct; the rest of its writer is not used (see the module
-//! doc of [`crate::logging`]).
+//! doc of [`crate::run::logging`]).
 
 use std::path::Path;
 

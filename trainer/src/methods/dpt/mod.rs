@@ -13,7 +13,7 @@
 //! 3. Offline evaluation ([`offline`]): fixed contexts from the dataset's generator on the
 //!    held-out tasks; the model acts for one episode with the current observation as its
 //!    query, greedily and sampled. On bandits the offline and online comparison with the
-//!    classic algorithms runs instead ([`crate::bandit_baselines`]).
+//!    classic algorithms runs instead ([`crate::methods::bandit`]).
 //! 4. Online evaluation ([`evaluate_online`]) follows the shared protocol of [`crate::eval`]:
 //!    trials of several episodes on the held-out tasks; the model's own transitions become its
 //!    context (the last k episodes, or the whole trial so far), actions sampled at
@@ -41,12 +41,12 @@ use agent::{
 use envs::{EnvConfig, ObsBatch, StepBatch};
 use sampler::{Policy, PolicyOutput, RolloutStorage, Sampler, SlotStreams};
 
-use crate::checkpoint::{self, Checkpoint, TensorGroup};
 use crate::config::{Config, DataConfig, DptConfig, OnlineContext, StateEncoding};
 use crate::data::{self, Layout, Record, RecordView};
 use crate::eval::{self, EvalResult};
-use crate::logging::Logger;
 use crate::optim::{warmup_cosine, Adam};
+use crate::run::checkpoint::{self, Checkpoint, TensorGroup};
+use crate::run::logging::Logger;
 use crate::run::{self, Run};
 use crate::stats::MeanCi;
 
@@ -319,7 +319,7 @@ impl DptNet {
             (StateEncoding::GridOneHot, EnvConfig::DarkRoomHard(c)) => Some(c.size),
             (StateEncoding::GridOneHot, EnvConfig::KeyToDoor(c)) => Some(c.size),
             (StateEncoding::GridOneHot, other) => {
-                return Err(crate::cli::UsageError(format!(
+                return Err(crate::error::UsageError(format!(
                     "method.state_encoding: GridOneHot needs a grid world, got {}",
                     other.name()
                 ))
@@ -441,7 +441,7 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
     }
     let image = cfg.env.spec().image.map(|i| (i.height, i.width));
     let tokens_per_step = (dpt.batch_size * (dpt.data.context_len + 1)) as f64;
-    let bar = crate::progress::bar(dpt.steps, "dpt", "steps");
+    let bar = crate::run::progress::bar(dpt.steps, "dpt", "steps");
     bar.set_position(state.steps.min(dpt.steps));
     run::install_interrupt_handler();
     let log_every = 50u64;
@@ -722,7 +722,7 @@ pub fn offline_returns(
 pub fn offline(run: &mut Run, model: &DptNet, dpt: &DptConfig, step: u64) -> Result<PathBuf> {
     let cfg = run.config.clone();
     if let EnvConfig::Bandit(bandit) = &cfg.env {
-        let path = crate::bandit_baselines::compare_with_dpt(run, model, bandit, dpt, step)?;
+        let path = crate::methods::bandit::compare_with_dpt(run, model, bandit, dpt, step)?;
         return Ok(path);
     }
     let records = offline_contexts(&cfg, dpt)?;

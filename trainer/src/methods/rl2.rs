@@ -33,12 +33,12 @@ use agent::GruPolicy;
 use envs::Split;
 use sampler::{CollectStats, Policy, PolicyOutput, RolloutStorage, Sampler, SlotStreams};
 
-use crate::checkpoint::{self, Checkpoint, TensorGroup};
 use crate::config::{Config, Rl2Config};
 use crate::eval::{self, EvalResult};
-use crate::logging::Logger;
 use crate::optim::Adam;
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
+use crate::run::checkpoint::{self, Checkpoint, TensorGroup};
+use crate::run::logging::Logger;
 use crate::run::{self, Run};
 
 /// Counters that make a run resumable, saved in every checkpoint.
@@ -178,7 +178,7 @@ pub fn train(run: &mut Run, c: &Rl2Config) -> Result<()> {
     let t_len = trial_len(&cfg, c);
     let b = c.num_envs;
     let mut storage = RolloutStorage::new(&spec, b, t_len, device)?;
-    let bar = crate::progress::bar(c.total_steps, "rl2", "steps");
+    let bar = crate::run::progress::bar(c.total_steps, "rl2", "steps");
     bar.set_position(state.env_steps.min(c.total_steps));
     run::install_interrupt_handler();
 

@@ -33,12 +33,12 @@ use agent::ActorCritic;
 use envs::Split;
 use sampler::{CollectStats, ModelPolicy, RolloutStorage, Sampler};
 
-use crate::checkpoint::{self, TensorGroup};
 use crate::config::PpoConfig;
 use crate::eval;
-use crate::logging::Logger;
 use crate::optim::{warmup_cosine, Adam};
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
+use crate::run::checkpoint::{self, TensorGroup};
+use crate::run::logging::Logger;
 use crate::run::{self, Run};
 
 /// Tokens per chunk when the KV cache is refilled after an update.
@@ -118,7 +118,7 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
     } else {
         Boundaries::Episode
     };
-    let bar = crate::progress::bar(ppo.total_steps, "relic", "steps");
+    let bar = crate::run::progress::bar(ppo.total_steps, "relic", "steps");
     bar.set_position(state.env_steps.min(ppo.total_steps));
     run::install_interrupt_handler();
 

@@ -32,9 +32,9 @@ use sampler::SlotStreams;
 
 use crate::config::{Config, PpoTaskConfig};
 use crate::eval;
-use crate::logging::Logger;
 use crate::optim::Adam;
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
+use crate::run::logging::Logger;
 use crate::run::{self, Run};
 
 /// Finished (task, trial) curves, saved in every checkpoint.
@@ -298,7 +298,7 @@ pub fn train(run: &mut Run, c: &PpoTaskConfig) -> Result<()> {
         );
     }
     let jobs = jobs(&cfg)?;
-    let bar = crate::progress::bar(jobs.len() as u64, "ppo per task", "learners");
+    let bar = crate::run::progress::bar(jobs.len() as u64, "ppo per task", "learners");
     bar.set_position(state.curves.len() as u64);
     run::install_interrupt_handler();
     for (k, &(task, trial)) in jobs.iter().enumerate().skip(state.curves.len()) {

@@ -42,14 +42,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::bandit_baselines::{BanditReport, BANDIT_DIR};
-use crate::cli::UsageError;
-use crate::config::{self, Config, Method};
-use crate::dpt::{OfflineResult, OFFLINE_DIR};
-use crate::eval::{self, EvalResult};
-use crate::plot::{self, Reference, Series};
-use crate::stats::MeanCi;
 use crate::sweep;
+use trainer::config::{self, Config, Method};
+use trainer::error::UsageError;
+use trainer::eval::{self, EvalResult};
+use trainer::methods::bandit::{BanditReport, BANDIT_DIR};
+use trainer::methods::dpt::{OfflineResult, OFFLINE_DIR};
+use trainer::plot::{self, Reference, Series};
+use trainer::stats::MeanCi;
 
 /// A references file (e.g. `experiments/references.ron`): published numbers to draw as
 /// labelled dashed lines, never mixed into the report's rows.
@@ -243,7 +243,7 @@ fn wall_from_events(dir: &Path) -> Option<f64> {
         if !is_events {
             continue;
         }
-        let Ok(events) = crate::logging::read_events(&path) else {
+        let Ok(events) = trainer::run::logging::read_events(&path) else {
             continue;
         };
         let times = events.iter().map(|e| e.wall_time).filter(|t| t.is_finite());
@@ -263,7 +263,7 @@ fn read_run(
     wall: Option<f64>,
     state: Option<String>,
 ) -> Result<RunRecord, String> {
-    let config_path = dir.join(crate::run_dir::CONFIG_FILE);
+    let config_path = dir.join(trainer::run::dir::CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
     let config: Config = config::from_ron_str(&text, &config_path.display().to_string())
@@ -301,7 +301,7 @@ fn latest_json<T: serde::de::DeserializeOwned>(
     let Some(path) = eval::list_steps(&dir.join(sub)).pop() else {
         return Ok(None);
     };
-    let value = crate::fsutil::read_json(&path, what).map_err(|e| format!("{e:#}"))?;
+    let value = trainer::fsutil::read_json(&path, what).map_err(|e| format!("{e:#}"))?;
     Ok(Some((path, value)))
 }
 
@@ -335,7 +335,7 @@ fn collect(inputs: &[PathBuf]) -> Result<Collected> {
     for input in inputs {
         if input.join(sweep::MANIFEST_FILE).is_file() {
             sweeps.push(input.clone());
-        } else if input.join(crate::run_dir::CONFIG_FILE).is_file() {
+        } else if input.join(trainer::run::dir::CONFIG_FILE).is_file() {
             runs.push(input.clone());
         } else if input.is_dir() {
             let mut children: Vec<PathBuf> = std::fs::read_dir(input)
@@ -347,7 +347,7 @@ fn collect(inputs: &[PathBuf]) -> Result<Collected> {
             for c in children {
                 if c.join(sweep::MANIFEST_FILE).is_file() {
                     sweeps.push(c);
-                } else if c.join(crate::run_dir::CONFIG_FILE).is_file() {
+                } else if c.join(trainer::run::dir::CONFIG_FILE).is_file() {
                     runs.push(c);
                 }
             }
@@ -628,7 +628,7 @@ pub struct Written {
 }
 
 fn write_file(path: &Path, text: &str, files: &mut Vec<PathBuf>) -> Result<()> {
-    crate::fsutil::write_atomic(path, text.as_bytes())?;
+    trainer::fsutil::write_atomic(path, text.as_bytes())?;
     files.push(path.to_path_buf());
     Ok(())
 }
@@ -1182,7 +1182,7 @@ fn by_seed(groups: &[Group], rows: &[Row]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EvalConfig;
+    use trainer::config::EvalConfig;
 
     fn record(group: &str, seed: u64, returns: Vec<Vec<f64>>) -> RunRecord {
         let env = envs::EnvConfig::from_name("darkroom").unwrap();
@@ -1306,12 +1306,12 @@ mod tests {
                 offline_sizes: vec![1, 10],
                 online_steps: vec![1, 50],
                 algorithms: vec![
-                    crate::bandit_baselines::AlgoResult {
+                    trainer::methods::bandit::AlgoResult {
                         name: "DPT".into(),
                         offline_suboptimality: Some(vec![m(0.3), m(0.1)]),
                         online_regret: Some(vec![m(0.4), m(7.0)]),
                     },
-                    crate::bandit_baselines::AlgoResult {
+                    trainer::methods::bandit::AlgoResult {
                         name: "LCB".into(),
                         offline_suboptimality: Some(vec![m(0.35), m(0.2)]),
                         online_regret: None,
@@ -1471,7 +1471,7 @@ mod tests {
         assert_eq!(References::load(&p).unwrap().lines[0].value, 3.0);
         std::fs::write(&p, "References(lines: [], extra: 1)").unwrap();
         let e = References::load(&p).unwrap_err();
-        assert_eq!(crate::cli::exit_code(&e), 2);
+        assert!(crate::is_bad_input(&e));
         assert!(format!("{e:#}").contains("r.ron:1:"), "{e:#}");
     }
 }

@@ -1,0 +1,5 @@
+include!("../build_support/link_libtorch.rs");
+
+fn main() {
+    link_libtorch();
+}

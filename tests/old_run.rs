@@ -1,0 +1,127 @@
+//! A run folder written by an older build (tests/fixtures/old_run, see its README) still
+//! evaluates and resumes with this one, with the same numbers: file formats and checkpoints
+//! are unchanged.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use icrl::trainer::run::logging::{read_events, ValueData};
+
+fn icrl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_icrl"));
+    c.env_remove("LD_LIBRARY_PATH");
+    c
+}
+
+fn check(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/old_run")
+}
+
+/// A fresh copy of the fixture's run folder (tests must not write into the repository).
+fn copy_of_old_run(tmp: &Path) -> PathBuf {
+    let src = fixture().join("run");
+    let dst = tmp.join("run");
+    std::fs::create_dir_all(dst.join("checkpoints")).unwrap();
+    std::fs::copy(src.join("config.ron"), dst.join("config.ron")).unwrap();
+    let ckpt = "checkpoints/ckpt_000000000256.safetensors";
+    std::fs::copy(src.join(ckpt), dst.join(ckpt)).unwrap();
+    dst
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The scalars of the event files `files`: (tag, step, value), sorted and deduplicated.
+fn scalars(files: &[PathBuf], tag: &str) -> Vec<(u64, f64)> {
+    let mut out = Vec::new();
+    for file in files {
+        for event in read_events(file).unwrap() {
+            for v in event.values {
+                if let ValueData::Scalar(x) = v.data {
+                    if v.tag == tag {
+                        out.push((event.step as u64, f64::from(x)));
+                    }
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out.dedup();
+    out
+}
+
+#[test]
+fn an_old_run_folder_evaluates_to_the_same_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of_old_run(tmp.path());
+    let out = icrl()
+        .args(["eval", "--episodes", "5", "--trials", "3"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    check(&out);
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(path, dir.join("eval/000000000256_t3_e5.json"));
+    let now = json(&path);
+    let then = json(&fixture().join("eval_256_t3_e5.json"));
+    assert_eq!(now["returns"], then["returns"]);
+    assert_eq!(now, then);
+}
+
+#[test]
+fn an_old_run_folder_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of_old_run(tmp.path());
+    let out = icrl()
+        .args(["train", "--resume"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    check(&out);
+    let ckpts: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        ckpts.contains(&"ckpt_000000000512.safetensors".to_string()),
+        "{ckpts:?}"
+    );
+    // The final evaluation matches the uninterrupted old run's.
+    assert_eq!(
+        json(&dir.join("eval/000000000512.json")),
+        json(&fixture().join("full_run_eval_512.json"))
+    );
+    // So do the losses of the updates after the checkpoint.
+    let events: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("events.out.tfevents"))
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let reference = [fixture().join("full_run.tfevents")];
+    for tag in ["losses/policy", "losses/value", "losses/entropy"] {
+        let resumed = scalars(&events, tag);
+        let full: Vec<(u64, f64)> = scalars(&reference, tag)
+            .into_iter()
+            .filter(|(step, _)| *step > 256)
+            .collect();
+        assert!(!full.is_empty(), "{tag}: logged after step 256");
+        let resumed_after: Vec<(u64, f64)> = resumed
+            .into_iter()
+            .filter(|(step, _)| *step > 256)
+            .collect();
+        assert_eq!(resumed_after, full, "{tag}: resumed vs uninterrupted");
+    }
+}
