@@ -407,10 +407,24 @@ impl Sampler {
         split: Split,
         rng: &mut R,
     ) -> Result<Vec<TaskId>> {
-        let tasks = self.tasks(split);
+        self.sample_tasks_in(&[split], rng)
+    }
+
+    /// Draws one task per slot uniformly (with replacement) from the tasks of `splits` together
+    /// (e.g. Train and Validation, the papers' whole training part), slots in order. With one
+    /// split it draws exactly what [`Sampler::sample_tasks`] draws.
+    pub fn sample_tasks_in<R: rand::Rng + ?Sized>(
+        &self,
+        splits: &[Split],
+        rng: &mut R,
+    ) -> Result<Vec<TaskId>> {
+        let tasks: Vec<TaskId> = splits
+            .iter()
+            .flat_map(|&s| self.tasks(s).iter().copied())
+            .collect();
         ensure_invalid!(
             !tasks.is_empty(),
-            "environment '{}' has no {split:?} tasks",
+            "environment '{}' has no {splits:?} tasks",
             self.spec.name
         );
         Ok((0..self.num_envs)

@@ -95,7 +95,7 @@ pub fn evaluate_run(
                 &cfg.eval,
                 &cfg.sampler,
                 ppo.rollout_len,
-                cfg.seed ^ 0xE7A1_0000,
+                cfg.experience_seed() ^ 0xE7A1_0000,
                 ckpt.meta.step,
                 cfg.method_name(),
             )?;

@@ -32,6 +32,7 @@ pub struct Config {
     /// Train on the Validation tasks as well as on Train (the papers' whole training part, e.g.
     /// DPT's 80 Dark Room goals). false (the default): Validation stays unseen, so it can be
     /// used to tune settings. A run with true must not be evaluated on Validation (refused).
+    /// Relic and Rl2 only (DPT's and AD's datasets are generated from Train).
     pub train_on_validation: bool,
     /// The environment and its task distribution.
     pub env: EnvConfig,
@@ -525,6 +526,15 @@ impl Validate for Config {
         }
         out.extend(prefixed("sampler", self.sampler.validate()));
         out.extend(prefixed("eval", self.eval.validate()));
+        if self.train_on_validation && !matches!(self.method, Method::Relic(_) | Method::Rl2(_)) {
+            out.push((
+                "train_on_validation".to_string(),
+                format!(
+                    "is supported by Relic and Rl2 only; {} trains on the Train split",
+                    self.method_name()
+                ),
+            ));
+        }
         if self.train_on_validation && self.eval.split == EvalSplit::Validation {
             out.push((
                 "eval.split".to_string(),

@@ -154,7 +154,7 @@ pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
     let device = run.device;
     let dataset: Dataset =
         data::ensure(&cfg.env, &ad.data, &crate::methods::dpt::runs_dir(&run.dir))?;
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.init_seed() as i64);
     let (mut vs, model) = build(&cfg, device)?;
     let mut opt = Adam::new(&vs, 0.9, 0.99, 1e-8, ad.weight_decay);
     let mut state = TrainState::default();
@@ -175,7 +175,7 @@ pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
     let (mut loss_sum, mut n_sum, mut window_steps) = (0.0, 0u64, 0u64);
     let mut window_start = std::time::Instant::now();
     while state.steps < ad.steps {
-        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(cfg.seed, state.steps));
+        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(cfg.init_seed(), state.steps));
         let picks = sample_windows(
             &mut rng,
             dataset.len(),
@@ -303,7 +303,7 @@ fn evaluate(
         &cfg.eval,
         &cfg.sampler,
         ad.window,
-        cfg.seed ^ 0xE7A1_0000,
+        cfg.experience_seed() ^ 0xE7A1_0000,
         step,
         cfg.method_name(),
     )?;

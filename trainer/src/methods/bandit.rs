@@ -539,7 +539,7 @@ pub fn compare_with_dpt(
         bandit,
         &cmp,
         &tasks,
-        run.config.seed ^ 0xBA4D,
+        run.config.experience_seed() ^ 0xBA4D,
         step,
         Some(&learner),
     )?;
@@ -565,7 +565,14 @@ pub fn evaluate(run: &mut Run, cfg: &BanditBaselinesConfig) -> Result<PathBuf> {
     let bandit = env_bandit(run)?;
     check_sizes(&bandit, cfg)?;
     let tasks = crate::eval::eval_tasks(&run.config.env, &run.config.eval)?;
-    let report = compare(&bandit, cfg, &tasks, run.config.seed ^ 0xBA4D, 0, None)?;
+    let report = compare(
+        &bandit,
+        cfg,
+        &tasks,
+        run.config.experience_seed() ^ 0xBA4D,
+        0,
+        None,
+    )?;
     write(run, &report)
 }
 

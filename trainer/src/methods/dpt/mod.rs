@@ -427,7 +427,7 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
     let cfg = run.config.clone();
     let device = run.device;
     let dataset = data::ensure(&cfg.env, &dpt.data, &runs_dir(&run.dir))?;
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.init_seed() as i64);
     let (mut vs, model) = new_model(&cfg, dpt, device)?;
     let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-8, dpt.weight_decay);
     let mut state = TrainState::default();
@@ -451,7 +451,7 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
 
     while state.steps < dpt.steps {
         // --- one optimiser step on a batch drawn with a generator seeded by (seed, step) ---
-        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(cfg.seed, state.steps));
+        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(cfg.init_seed(), state.steps));
         let views: Vec<RecordView<'_>> = (0..dpt.batch_size)
             .map(|_| dataset.record(rng.random_range(0..dataset.len())))
             .collect::<Result<_>>()?;
@@ -643,7 +643,7 @@ pub fn offline_contexts(cfg: &Config, dpt: &DptConfig) -> Result<Vec<Record>> {
         &cfg.env,
         &data,
         &tasks,
-        envs::rng::mix64(cfg.seed ^ 0x0FF1_1E00),
+        envs::rng::mix64(cfg.experience_seed() ^ 0x0FF1_1E00),
     )
 }
 
@@ -726,7 +726,7 @@ pub fn offline(run: &mut Run, model: &DptNet, dpt: &DptConfig, step: u64) -> Res
         return Ok(path);
     }
     let records = offline_contexts(&cfg, dpt)?;
-    let seed = envs::rng::mix64(cfg.seed ^ 0x0FF1_1E01);
+    let seed = envs::rng::mix64(cfg.experience_seed() ^ 0x0FF1_1E01);
     let greedy = offline_returns(model, &cfg.env, &records, true, seed, run.device)?;
     let sampled = offline_returns(model, &cfg.env, &records, false, seed, run.device)?;
     let horizon = cfg.env.spec().horizon as f64;
@@ -1054,7 +1054,7 @@ pub fn online_result(
         .flat_map(|&t| std::iter::repeat_n(t, cfg.eval.trials_per_task))
         .collect();
     let spec = cfg.env.spec();
-    let seed = cfg.seed ^ 0xE7A1_0000;
+    let seed = cfg.experience_seed() ^ 0xE7A1_0000;
     let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, trial_tasks.len(), seed)?;
     let max_steps = cfg.eval.episodes_per_trial * spec.horizon;
     let mut storage =
