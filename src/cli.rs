@@ -148,6 +148,10 @@ pub struct EnvArgs {
     /// Write PNG frames (and a top-down map for 3D worlds) into this folder.
     #[arg(long)]
     pub frames: Option<PathBuf>,
+    /// Print each split's task ids (train, validation, test; grid worlds: with their goals) as
+    /// JSON instead of a transcript.
+    #[arg(long)]
+    pub list_tasks: bool,
 }
 
 /// `icrl bench ...`.
@@ -361,6 +365,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Env(args) => {
             let config = envs::EnvConfig::from_name(&args.name)?;
+            if args.list_tasks {
+                let lists = envs::tools::task_lists(&config)?;
+                println!("{}", serde_json::to_string_pretty(&lists)?);
+                return Ok(());
+            }
             let transcript = envs::tools::transcript(
                 &config,
                 args.task,
