@@ -23,7 +23,8 @@ use crate::stats::MeanCi;
 pub struct CurvePoint {
     /// Episode index within the trial (1-based, as plotted).
     pub episode: usize,
-    /// Return of that episode over all trials.
+    /// Return of that episode: mean over all trials, interval over tasks (trials clustered by
+    /// task; `n` = tasks).
     pub ret: MeanCi,
     /// Success rate of that episode (for envs that define success).
     pub success: Option<MeanCi>,
@@ -59,7 +60,8 @@ pub struct EvalResult {
 }
 
 impl EvalResult {
-    /// Mean return of episodes `from..=to` (1-based, inclusive) per trial, summarised.
+    /// Mean return of episodes `from..=to` (1-based, inclusive) per trial, summarised with the
+    /// interval clustered by task.
     pub fn mean_over_episodes(&self, from: usize, to: usize) -> MeanCi {
         let per_trial: Vec<f64> = self
             .returns
@@ -69,7 +71,7 @@ impl EvalResult {
                 span.iter().sum::<f64>() / span.len().max(1) as f64
             })
             .collect();
-        MeanCi::of(&per_trial)
+        clustered_by_task(&per_trial, self.tasks)
     }
 }
 
@@ -167,6 +169,22 @@ pub fn evaluate_actor_critic(
 }
 
 /// Turns per-slot episode outcomes into the curve.
+/// Mean of per-trial `values` (ordered by task, then trial) with the 95% interval clustered
+/// by task: trials on the same task are not independent, so the interval is over the `tasks`
+/// task means ([`crate::stats::clustered_mean_ci`]). Falls back to trials when the values do
+/// not divide into `tasks` equal groups.
+pub fn clustered_by_task(values: &[f64], tasks: usize) -> MeanCi {
+    if tasks == 0 || values.is_empty() || !values.len().is_multiple_of(tasks) {
+        return MeanCi::of(values);
+    }
+    let per_task = values.len() / tasks;
+    let clusters: Vec<Vec<f64>> = values.chunks(per_task).map(<[f64]>::to_vec).collect();
+    crate::stats::clustered_mean_ci(&clusters)
+}
+
+/// The curve of `results` (`[trial][episode]` as (return, success), trials ordered by task
+/// then trial): per episode, the mean over trials with its interval clustered by task
+/// ([`clustered_by_task`]).
 pub fn summarise(
     results: &[Vec<(f64, bool)>],
     env: &EnvConfig,
@@ -185,8 +203,8 @@ pub fn summarise(
                 .collect();
             CurvePoint {
                 episode: e + 1,
-                ret: MeanCi::of(&rets),
-                success: has_success.then(|| MeanCi::of(&succ)),
+                ret: clustered_by_task(&rets, tasks),
+                success: has_success.then(|| clustered_by_task(&succ, tasks)),
             }
         })
         .collect();
@@ -342,5 +360,27 @@ mod tests {
         let later = r.mean_over_episodes(2, 3);
         assert!((later.mean - 16.0).abs() < 1e-12);
         assert_eq!(later.n, 2);
+    }
+
+    #[test]
+    fn intervals_are_clustered_by_task() {
+        let env = EnvConfig::from_name("darkroom").unwrap();
+        let cfg = EvalConfig {
+            episodes_per_trial: 1,
+            trials_per_task: 3,
+            ..EvalConfig::default()
+        };
+        // Task A's three trials score 0, task B's 10: six trials, two independent tasks.
+        let results: Vec<Vec<(f64, bool)>> = [0.0, 0.0, 0.0, 10.0, 10.0, 10.0]
+            .iter()
+            .map(|&r| vec![(r, false)])
+            .collect();
+        let r = summarise(&results, &env, &cfg, 2, 100, "relic", false);
+        let ret = r.curve[0].ret;
+        assert_eq!(ret.n, 2);
+        assert!((ret.mean - 5.0).abs() < 1e-12);
+        // t(1) x se of the task means (0, 10) = 12.706 x 5; over trials it would be 2.571 x 2.24.
+        assert!((ret.ci95 - 12.706 * 5.0).abs() < 1e-6, "{}", ret.ci95);
+        assert_eq!(r.mean_over_episodes(1, 1).n, 2);
     }
 }
