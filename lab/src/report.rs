@@ -36,7 +36,9 @@
 //!   method counts: env steps (ReLIC, RL²), optimiser steps (DPT, AD), env steps on each
 //!   evaluated task (PPO from scratch);
 //! - *offline return* (DPT): the latest `offline/<step>.json`, greedy actions on the fixed
-//!   held-out contexts; over seeds, or over the contexts for a single run;
+//!   held-out contexts; over seeds, or over the contexts for a single run (clustered by task).
+//!   Reported twice: over all contexts, and over the contexts that contain the goal with their
+//!   share (a greedy DPT cannot score without seeing the goal, so the first is capped by it);
 //! - *wall time*: per run, the wall-clock seconds of the sweep's child processes (all
 //!   attempts), or for runs outside a sweep the span of the run's TensorBoard events (first to
 //!   last event, per event file, summed over files); mean over runs.
@@ -227,6 +229,9 @@ pub struct Row {
     pub trained_unit: &'static str,
     /// Offline return with greedy actions (DPT), when every run of the group has one.
     pub offline_greedy: Option<MeanCi>,
+    /// Offline greedy return over the contexts that contain the goal, and those contexts'
+    /// share of all contexts (mean over runs), when every run has it.
+    pub offline_greedy_with_goal: Option<(MeanCi, f64)>,
     /// Wall seconds per run (mean over the runs that have it).
     pub wall_seconds: Option<f64>,
     /// In-context curve: (episode, return, success).
@@ -587,6 +592,24 @@ pub fn summarise(group: &Group) -> Row {
         Some(o) => o.first().map(|(_, x)| x.greedy),
         None => None,
     };
+    let offline_greedy_with_goal = runs
+        .iter()
+        .map(|r| {
+            let (_, o) = r.offline.as_ref()?;
+            let share = o.contexts_with_reward as f64 / o.contexts.max(1) as f64;
+            o.greedy_with_goal.map(|m| (m, share))
+        })
+        .collect::<Option<Vec<_>>>()
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            let share = v.iter().map(|x| x.1).sum::<f64>() / v.len() as f64;
+            let m = if v.len() >= 2 {
+                MeanCi::of(&v.iter().map(|x| x.0.mean).collect::<Vec<_>>())
+            } else {
+                v[0].0
+            };
+            (m, share)
+        });
     let walls: Vec<f64> = runs.iter().filter_map(|r| r.wall_seconds).collect();
     let mut differing = Vec::new();
     for r in &runs[1..] {
@@ -614,6 +637,7 @@ pub fn summarise(group: &Group) -> Row {
         trained: runs.iter().map(|r| trained(r).0).sum::<f64>() / runs.len() as f64,
         trained_unit: trained(&runs[0]).1,
         offline_greedy,
+        offline_greedy_with_goal,
         wall_seconds: (!walls.is_empty()).then(|| walls.iter().sum::<f64>() / walls.len() as f64),
         curve,
         differing,
@@ -921,6 +945,7 @@ pub fn table(rows: &[Row]) -> String {
     ]);
     if offline {
         head.push("offline return (greedy)");
+        head.push("offline, goal in context (share)");
     }
     head.extend(["training", "wall time / run"]);
     let mut md = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
@@ -940,6 +965,13 @@ pub fn table(rows: &[Row]) -> String {
         ]);
         if offline {
             cells.push(r.offline_greedy.as_ref().map_or("—".into(), pm));
+            cells.push(
+                r.offline_greedy_with_goal
+                    .as_ref()
+                    .map_or("—".into(), |(m, share)| {
+                        format!("{} ({:.0}%)", pm(m), 100.0 * share)
+                    }),
+            );
         }
         cells.extend([
             format!("{} {}", thousands(r.trained), r.trained_unit),
@@ -1507,6 +1539,8 @@ mod tests {
             contexts_with_reward: 5,
             greedy: m(greedy),
             sampled: m(greedy - 1.0),
+            greedy_with_goal: Some(m(2.0 * greedy)),
+            sampled_with_goal: Some(m(2.0 * greedy - 1.0)),
             dataset: m(1.0),
             greedy_returns: vec![],
             sampled_returns: vec![],
@@ -1551,6 +1585,12 @@ mod tests {
             "{md}"
         );
         assert!(head.contains("offline return (greedy)"), "{md}");
+        // Over the contexts with the goal (half of them): 80 and 100 -> 90, share 50%.
+        let (g, share) = rows[0].offline_greedy_with_goal.unwrap();
+        assert!((g.mean - 90.0).abs() < 1e-12 && (share - 0.5).abs() < 1e-12);
+        assert!(head.contains("offline, goal in context (share)"), "{md}");
+        assert!(md.contains("90.00 ± "), "{md}");
+        assert!(md.contains("(50%)"), "{md}");
         assert!(md.contains("| 100 optimiser steps |"), "{md}");
         assert!(md.contains("| relic | relic | darkroom |"), "{md}");
         // One method, no offline results: the narrow table.
