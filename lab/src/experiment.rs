@@ -440,6 +440,23 @@ mod tests {
     }
 
     #[test]
+    fn a_comparison_must_name_a_variant_and_a_valid_episode_range() {
+        let e = error_of(
+            "Experiment(\n name: \"x\",\n base: \"../configs/base.ron\",\n seeds: [0],\n variants: [(name: \"a\"), (name: \"b\")],\n comparison: (baseline: \"c\", episodes: (3, 2), takeoff: 1.0),\n)",
+        );
+        assert!(e.contains("2 problem(s)"), "{e}");
+        assert!(e.contains("comparison.baseline `c`"), "{e}");
+        assert!(e.contains("comparison.episodes (3, 2)"), "{e}");
+        let c = Comparison {
+            baseline: "a".into(),
+            episodes: (2, 3),
+            takeoff: 0.0,
+        };
+        assert_eq!(c.metric(&[1.0, 2.0, 4.0]), Some(3.0));
+        assert_eq!(c.metric(&[1.0, 2.0]), None);
+    }
+
+    #[test]
     fn string_literals_are_located() {
         assert_eq!(locate("a\n  \"x=1\"", "x=1"), Some((2, 3)));
         assert_eq!(locate("(\"y=\\\"c\\\"\")", "y=\"c\""), Some((1, 2)));

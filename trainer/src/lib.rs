@@ -73,6 +73,14 @@ pub fn evaluate_run(
         cfg.eval.trials_per_task = t;
     }
     if let Some(s) = split {
+        if s == EvalSplit::Validation && cfg.train_on_validation {
+            return Err(UsageError(format!(
+                "{}: --split validation: this run trained on the Validation tasks \
+                 (train_on_validation: true), so its Validation scores are not held out",
+                run_dir.display()
+            ))
+            .into());
+        }
         cfg.eval.split = s;
     }
     cfg.eval.greedy |= greedy;
