@@ -100,7 +100,7 @@ pub struct EvalArgs {
     /// Trials per task (default: the config's eval.trials_per_task).
     #[arg(long)]
     pub trials: Option<usize>,
-    /// Task split: test or train (default: the config's eval.split).
+    /// Task split: test, validation or train (default: the config's eval.split).
     #[arg(long)]
     pub split: Option<String>,
     /// Act greedily instead of sampling.
@@ -154,6 +154,10 @@ pub struct EnvArgs {
     /// Write PNG frames (and a top-down map for 3D worlds) into this folder.
     #[arg(long)]
     pub frames: Option<PathBuf>,
+    /// Print each split's task ids (train, validation, test; grid worlds: with their goals) as
+    /// JSON instead of a transcript.
+    #[arg(long)]
+    pub list_tasks: bool,
 }
 
 /// `icrl bench ...`.
@@ -381,10 +385,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None => None,
                 Some("test") => Some(trainer::config::EvalSplit::Test),
                 Some("train") => Some(trainer::config::EvalSplit::Train),
+                Some("validation") => Some(trainer::config::EvalSplit::Validation),
                 Some(other) => {
-                    return Err(
-                        UsageError(format!("--split {other}: expected test or train")).into(),
-                    )
+                    return Err(UsageError(format!(
+                        "--split {other}: expected test, validation or train"
+                    ))
+                    .into())
                 }
             };
             let overrides = trainer::eval::EvalOverrides {
@@ -413,6 +419,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Env(args) => {
             let config = envs::EnvConfig::from_name(&args.name)?;
+            if args.list_tasks {
+                let lists = envs::tools::task_lists(&config)?;
+                println!("{}", serde_json::to_string_pretty(&lists)?);
+                return Ok(());
+            }
             let transcript = envs::tools::transcript(
                 &config,
                 args.task,

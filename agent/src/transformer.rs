@@ -8,7 +8,43 @@
 use crate::cache::{KvCache, WritePlan};
 use crate::config::{ModelConfig, PosEncoding, Sink, SinkInit};
 use anyhow::{ensure, Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tch::{nn, Kind, Tensor};
+
+/// The generator of the parameters that exist only in some variants (learned position
+/// tables; the sink token and sink K/V start at zero and draw nothing), kept apart from
+/// libtorch's global generator so that adding or removing one never shifts the others: for
+/// one seed, the shared parameters of every sink and position variant are bit-identical.
+///
+/// Its seed is one number drawn from libtorch's global CPU generator when the trunk is built
+/// (the trainer seeds that generator with the run's init seed); the draw happens in every
+/// variant. Each parameter then gets its own ChaCha8 stream keyed by its name.
+struct VariantInit {
+    seed: u64,
+}
+
+impl VariantInit {
+    fn from_global_generator() -> Self {
+        let draw = Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu));
+        VariantInit {
+            seed: draw.int64_value(&[0]) as u64,
+        }
+    }
+
+    /// Normal(0, `std`) values for the parameter `name` of `rows x cols`, as a CPU f32 tensor.
+    fn normal(&self, name: &str, rows: usize, cols: usize, std: f32) -> Tensor {
+        // FNV-1a of the name, so each parameter has its own stream.
+        let key = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ key);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal) * std)
+            .collect();
+        Tensor::from_slice(&values).view([rows as i64, cols as i64])
+    }
+}
 
 /// Linear layer without bias (all projections of the trunk).
 fn linear_no_bias(p: nn::Path, inputs: usize, outputs: usize) -> nn::Linear {
@@ -290,39 +326,36 @@ pub struct Transformer {
     pub(crate) position: Option<nn::Embedding>,
     /// `EpisodeRope`: within-episode step table `[max_episode_steps, D]` ("episode_step").
     pub(crate) episode_step: Option<nn::Embedding>,
-    /// `SinkToken`: the learned token `[D]` ("sink_token").
+    /// `SinkToken`: the learned token `[D]` ("sink_token"), initialised at zero.
     pub sink_token: Option<Tensor>,
 }
 
 impl Transformer {
     /// Builds the trunk under `p` (e.g. `root / "trunk"`).
+    ///
+    /// Initialisation: the shared parameters (blocks, final norm) draw from libtorch's global
+    /// generator in the same order in every variant; the learned position tables draw from
+    /// their own generator (`VariantInit`), N(0, 0.02); the sink token and the sink keys and
+    /// values start at zero, as in the official ReLIC code.
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Result<Self> {
         cfg.check()?;
         let d = cfg.d_model as i64;
+        let variant_init = VariantInit::from_global_generator();
         let table = |name: &str, rows: usize| {
             let init = nn::EmbeddingConfig {
-                ws_init: nn::Init::Randn {
-                    mean: 0.,
-                    stdev: 0.02,
-                },
+                ws_init: nn::Init::Const(0.0),
                 ..Default::default()
             };
-            nn::embedding(p / name, rows as i64, d, init)
+            let mut embedding = nn::embedding(p / name, rows as i64, d, init);
+            let values = variant_init.normal(name, rows, cfg.d_model, 0.02);
+            tch::no_grad(|| embedding.ws.copy_(&values));
+            embedding
         };
         let position =
             (cfg.positional == PosEncoding::Learned).then(|| table("position", cfg.max_positions));
         let episode_step = (cfg.positional == PosEncoding::EpisodeRope)
             .then(|| table("episode_step", cfg.max_episode_steps));
-        let sink_token = (cfg.sink == Sink::SinkToken).then(|| {
-            p.var(
-                "sink_token",
-                &[d],
-                nn::Init::Randn {
-                    mean: 0.,
-                    stdev: 0.02,
-                },
-            )
-        });
+        let sink_token = (cfg.sink == Sink::SinkToken).then(|| p.zeros("sink_token", &[d]));
         Ok(Transformer {
             cfg: cfg.clone(),
             layers: (0..cfg.layers)

@@ -7,7 +7,8 @@
 //!
 //! The observation is a 1-d vector holding the constant 0.0 (DPT's dummy state), so every
 //! environment has a non-empty vector part. The oracle pulls `argmax mean`.
-//! Train tasks are ids `0..train_tasks`, test tasks `TEST_TASK_BASE + 0..test_tasks`.
+//! Train tasks are ids `0..train_tasks`, test tasks `TEST_TASK_BASE + 0..test_tasks`,
+//! validation tasks `VALIDATION_TASK_BASE + 0..test_tasks` (as many as the test tasks).
 
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -22,6 +23,8 @@ use crate::{
 
 /// First id of the test tasks (train ids stay below it).
 pub const TEST_TASK_BASE: u64 = 1 << 40;
+/// First validation task id (validation ids never collide with train or test ids).
+pub const VALIDATION_TASK_BASE: u64 = 1 << 41;
 /// Largest number of arms.
 pub const MAX_ARMS: usize = 1024;
 /// Purpose tag of the arm-mean RNG.
@@ -175,6 +178,9 @@ impl VecEnv for BanditVecEnv {
     fn tasks(&self, split: Split) -> Vec<TaskId> {
         match split {
             Split::Train => (0..self.cfg.train_tasks as u64).collect(),
+            Split::Validation => (0..self.cfg.test_tasks as u64)
+                .map(|i| VALIDATION_TASK_BASE + i)
+                .collect(),
             Split::Test => (0..self.cfg.test_tasks as u64)
                 .map(|i| TEST_TASK_BASE + i)
                 .collect(),
@@ -317,7 +323,10 @@ mod tests {
         assert_eq!(a[1], best_arm(&arm_means(1, 5)));
         assert!(env.step(&[0, 5], &mut out).is_err());
         let tr = env.tasks(Split::Train);
+        let va = env.tasks(Split::Validation);
         let te = env.tasks(Split::Test);
-        assert!(te.iter().all(|t| !tr.contains(t)));
+        assert_eq!(va.len(), te.len());
+        assert!(te.iter().all(|t| !tr.contains(t) && !va.contains(t)));
+        assert!(va.iter().all(|t| !tr.contains(t)));
     }
 }

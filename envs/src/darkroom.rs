@@ -4,17 +4,20 @@
 //!   observation `(x, y)` as floats, actions `0: x+1, 1: x-1, 2: y+1, 3: y-1, 4: stay` clipped
 //!   at the walls, reward 1 on every step that ends on the goal, never terminal, horizon 100.
 //!   The 100 goals are the cells `(x, y)`, task id `x * 10 + y` (DPT's order: x outer, y inner),
-//!   shuffled by our fixed seed-0 shuffle ([`crate::rng::seeded_permutation`]; numpy's
-//!   permutation cannot be reproduced) into the first 80 = train and the last 20 = test.
+//!   split exactly as DPT's official code does (`collect_data.py`: the goal array in that order,
+//!   `np.random.RandomState(seed=0).shuffle(goals)`, the first 80 train, the last 20 test;
+//!   reproduced by [`crate::numpy_random::RandomState`]), so the 20 test goals are DPT's and
+//!   ReLIC's. Of DPT's 80 training goals the last 10 are our Validation split, the first 70
+//!   Train (see [`crate::Split`]).
 //! - `darkroom_ad` ([`DarkRoomAdConfig`]): AD's Dark Room. 9x9, start at the centre `(4, 4)`,
-//!   20-step episodes, reward 1 on every goal step; 81 goals split 64 train / 17 test by the
-//!   same fixed shuffle.
+//!   20-step episodes, reward 1 on every goal step; 81 goals split 56 train / 8 validation /
+//!   17 test by the same rule (AD's split is not published).
 //! - `darkroom_hard` ([`DarkRoomHardConfig`]): AD's Dark Room Hard. 17x17, start at the centre
 //!   `(8, 8)`, reward only once: reaching the goal pays 1 and **terminates** the episode with
 //!   success (after the single reward nothing can be earned, so the episode ends rather than
 //!   spending context on empty steps; this also keeps the state Markov in `(x, y)`). Horizon 50
 //!   (our choice: AD does not state it; the farthest goal is 16 steps away). 289 goals split
-//!   231 / 58.
+//!   203 train / 28 validation / 58 test.
 //!
 //! The oracle moves in x first, then y, and stays on the goal. The pure functions below are the
 //! DPT Dark Room's single source of truth; the batched env runs the same [`GridRules`].
@@ -22,7 +25,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::grid::{GoalReward, GridRules, GridState, GridTask, StartRule};
-use crate::EnvError;
+use crate::{EnvError, TaskSplit};
 
 /// Largest grid side for the Dark Rooms.
 pub const MAX_SIZE: usize = 256;
@@ -182,8 +185,9 @@ pub fn goal_of(task: u64) -> Result<(i32, i32), EnvError> {
     Ok(dpt_rules().task(task)?.goal)
 }
 
-/// DPT Dark Room: the fixed (train, test) goal-task split, 80 / 20.
-pub fn split() -> (Vec<u64>, Vec<u64>) {
+/// DPT Dark Room: the fixed goal-task split, 70 train / 10 validation / 20 test (DPT's 80
+/// training goals are train + validation, its 20 test goals are test).
+pub fn split() -> TaskSplit {
     dpt_rules().split()
 }
 
@@ -258,21 +262,68 @@ mod tests {
 
     #[test]
     fn split_fixed_and_disjoint() {
-        let (train, test) = split();
-        assert_eq!(train.len(), 80);
-        assert_eq!(test.len(), 20);
-        let mut all: Vec<u64> = train.iter().chain(&test).copied().collect();
+        let s = split();
+        assert_eq!(
+            (s.train.len(), s.validation.len(), s.test.len()),
+            (70, 10, 20)
+        );
+        let mut all: Vec<u64> = [&s.train[..], &s.validation, &s.test].concat();
         all.sort();
         assert_eq!(all, (0..100).collect::<Vec<_>>());
-        // Fixed forever: pin the first few ids of each part.
-        let (t2, e2) = split();
-        assert_eq!((train.clone(), test.clone()), (t2, e2));
         let env = EnvConfig::from_name("darkroom")
             .unwrap()
             .build(0, 0, 1)
             .unwrap();
-        assert_eq!(env.tasks(Split::Train), train);
-        assert_eq!(env.tasks(Split::Test), test);
+        assert_eq!(env.tasks(Split::Train), s.train);
+        assert_eq!(env.tasks(Split::Validation), s.validation);
+        assert_eq!(env.tasks(Split::Test), s.test);
+    }
+
+    #[test]
+    fn test_goals_are_dpts() {
+        // DPT's official split (collect_data.py), run once with numpy 2.4.6:
+        // python -c "import numpy as np; g = np.array([[(j, i) for i in range(10)]
+        //   for j in range(10)]).reshape(-1, 2); np.random.RandomState(seed=0).shuffle(g);
+        //   print(g[80:].tolist(), g[70:80].tolist())"
+        let dpt_test: [(i32, i32); 20] = [
+            (2, 5),
+            (3, 7),
+            (8, 1),
+            (4, 6),
+            (3, 9),
+            (6, 5),
+            (5, 8),
+            (1, 2),
+            (8, 8),
+            (7, 0),
+            (8, 7),
+            (3, 6),
+            (2, 1),
+            (8, 3),
+            (0, 9),
+            (9, 6),
+            (6, 7),
+            (6, 4),
+            (4, 7),
+            (4, 4),
+        ];
+        let dpt_last_train: [(i32, i32); 10] = [
+            (1, 9),
+            (2, 9),
+            (4, 9),
+            (9, 7),
+            (9, 8),
+            (6, 9),
+            (2, 0),
+            (9, 4),
+            (7, 2),
+            (7, 7),
+        ];
+        let goals =
+            |ids: &[u64]| -> Vec<(i32, i32)> { ids.iter().map(|&t| goal_of(t).unwrap()).collect() };
+        let s = split();
+        assert_eq!(goals(&s.test), dpt_test.to_vec());
+        assert_eq!(goals(&s.validation), dpt_last_train.to_vec());
     }
 
     #[test]
@@ -344,9 +395,7 @@ mod tests {
         let mut obs = ObsBatch::new(&spec, 1);
         env.reset(&mut obs);
         assert_eq!(obs.vector, vec![4.0, 4.0]);
-        assert_eq!(
-            env.tasks(Split::Train).len() + env.tasks(Split::Test).len(),
-            81
-        );
+        let sizes: Vec<usize> = Split::ALL.iter().map(|&s| env.tasks(s).len()).collect();
+        assert_eq!(sizes, vec![56, 8, 17]);
     }
 }

@@ -12,10 +12,10 @@
 use rand::Rng;
 use serde_json::json;
 
-use crate::rng::{slot_rng, split_80_20, SlotRng};
+use crate::rng::{fixed_split, slot_rng, SlotRng};
 use crate::{
     check_actions, check_slot, require, EnvError, EnvSpec, ObsBatch, Split, StepBatch, TaskId,
-    VecEnv,
+    TaskSplit, VecEnv,
 };
 
 /// Number of actions of every grid world.
@@ -245,10 +245,11 @@ impl GridRules {
         }
     }
 
-    /// The fixed train/test split: all task ids shuffled by [`crate::rng::split_80_20`] (our
-    /// own fixed seed-0 shuffle, not numpy's), first 80% train, the rest test.
-    pub fn split(&self) -> (Vec<TaskId>, Vec<TaskId>) {
-        split_80_20(self.num_tasks() as usize)
+    /// The fixed task split: the task ids in order shuffled by numpy's `RandomState(0)`,
+    /// the first 80% the training part (its last eighth Validation), the rest Test
+    /// ([`crate::rng::fixed_split`]).
+    pub fn split(&self) -> TaskSplit {
+        fixed_split(self.num_tasks() as usize)
     }
 
     /// Whether a state lies inside the grid.
@@ -401,8 +402,7 @@ pub struct GridVecEnv {
     rules: GridRules,
     spec: EnvSpec,
     first_slot: usize,
-    train: Vec<TaskId>,
-    test: Vec<TaskId>,
+    split: TaskSplit,
     task_ids: Vec<TaskId>,
     tasks: Vec<GridTask>,
     states: Vec<GridState>,
@@ -413,7 +413,8 @@ pub struct GridVecEnv {
 impl GridVecEnv {
     /// Build slots `[first_slot, first_slot + count)` (the config must be valid).
     pub fn new(rules: GridRules, seed: u64, first_slot: usize, count: usize) -> Self {
-        let (train, test) = rules.split();
+        let split = rules.split();
+        let train = &split.train;
         let spec = rules.spec();
         let mut rngs: Vec<SlotRng> = (0..count).map(|i| slot_rng(seed, first_slot + i)).collect();
         let task_ids: Vec<TaskId> = (0..count)
@@ -432,8 +433,7 @@ impl GridVecEnv {
         GridVecEnv {
             spec,
             first_slot,
-            train,
-            test,
+            split,
             task_ids,
             tasks,
             states,
@@ -474,10 +474,7 @@ impl VecEnv for GridVecEnv {
     }
 
     fn tasks(&self, split: Split) -> Vec<TaskId> {
-        match split {
-            Split::Train => self.train.clone(),
-            Split::Test => self.test.clone(),
-        }
+        self.split.get(split).to_vec()
     }
 
     fn set_task(&mut self, slot: usize, task: TaskId) -> Result<(), EnvError> {

@@ -2,7 +2,8 @@
 //! ExtObjNav to what our renderer draws.
 //!
 //! - **Task** = a house seed ([`crate::house::generate`]); train tasks are seeds
-//!   `0..train_houses`, test tasks `TEST_HOUSE_BASE + 0..test_houses`. A trial is many episodes
+//!   `0..train_houses`, test tasks `TEST_HOUSE_BASE + 0..test_houses`, validation tasks
+//!   `VALIDATION_HOUSE_BASE + 0..test_houses` (as many as the test houses). A trial is many episodes
 //!   in one house.
 //! - **Episode**: a uniformly random start cell of the house's navigable floor (at least
 //!   `min_start_distance` m of geodesic distance from the target when one is found in 200 draws), a uniformly random heading and
@@ -58,6 +59,8 @@ pub const TURN_RIGHT: u32 = 3;
 pub const NUM_ACTIONS: usize = 4;
 /// First id of the test houses.
 pub const TEST_HOUSE_BASE: u64 = 1 << 40;
+/// First validation house seed (never a train or test seed).
+pub const VALIDATION_HOUSE_BASE: u64 = 1 << 41;
 
 /// Object navigation in procedural houses.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -679,6 +682,9 @@ impl VecEnv for HouseNavVecEnv {
     fn tasks(&self, split: Split) -> Vec<TaskId> {
         match split {
             Split::Train => (0..self.rules.cfg.train_houses as u64).collect(),
+            Split::Validation => (0..self.rules.cfg.test_houses as u64)
+                .map(|i| VALIDATION_HOUSE_BASE + i)
+                .collect(),
             Split::Test => (0..self.rules.cfg.test_houses as u64)
                 .map(|i| TEST_HOUSE_BASE + i)
                 .collect(),

@@ -4,8 +4,8 @@
 //!
 //! Tasks are (key, door) pairs: `81^2 = 6561` task ids `key_index * 81 + door_index` with
 //! `index = x * 9 + y` (key and door may coincide: then the agent must be on the cell on two
-//! successive steps). They are split by our fixed seed-0 shuffle into 5248 train and 1313 test
-//! tasks. The observation is `(x, y, has_key)` (the key flag makes the state Markov, which DPT-
+//! successive steps). They are split by the grid worlds' rule (numpy's seed-0 shuffle,
+//! [`crate::rng::fixed_split`]) into 4592 train, 656 validation and 1313 test tasks. The observation is `(x, y, has_key)` (the key flag makes the state Markov, which DPT-
 //! style query labels need). Actions as in every grid world: `0: x+1, 1: x-1, 2: y+1, 3: y-1,
 //! 4: stay`. On a step the key is taken first; the door pays only if the key was already held
 //! before the step, so key and door rewards never fall on the same step.
@@ -155,10 +155,13 @@ mod tests {
         let cfg = EnvConfig::from_name("key_to_door").unwrap();
         let mut env = cfg.build(1, 0, 4).unwrap();
         let train = env.tasks(Split::Train);
+        let validation = env.tasks(Split::Validation);
         let test = env.tasks(Split::Test);
-        assert_eq!(train.len() + test.len(), 6561);
-        assert_eq!(train.len(), 5248);
-        let mut all: Vec<u64> = train.iter().chain(&test).copied().collect();
+        assert_eq!(
+            (train.len(), validation.len(), test.len()),
+            (4592, 656, 1313)
+        );
+        let mut all: Vec<u64> = [train, validation, test].concat();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 6561);

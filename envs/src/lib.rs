@@ -14,7 +14,8 @@
 //!
 //! # Tasks and seeds
 //! A task (goal cell, arm means, target colour, house) is named by a [`TaskId`]. Each
-//! environment has a fixed, deterministic train/test split ([`VecEnv::tasks`]). Randomness that
+//! environment has a fixed, deterministic train/validation/test split ([`VecEnv::tasks`],
+//! [`Split`]). Randomness that
 //! belongs to a slot (random starts, random targets, reward noise) comes from a per-slot RNG
 //! seeded from `(seed, global slot index)`, so a shard built with
 //! [`EnvConfig::build`]`(seed, first_slot, count)` produces exactly the streams of the same slots
@@ -38,6 +39,7 @@ pub mod house_nav;
 pub mod image;
 pub mod key_to_door;
 pub mod nav;
+pub mod numpy_random;
 pub mod one_room;
 pub mod render;
 pub mod rng;
@@ -253,13 +255,66 @@ impl StepBatch {
 /// A task identifier (goal index, key/door pair, bandit id, target colour, house seed).
 pub type TaskId = u64;
 
-/// Which part of the task distribution.
+/// Which part of the task distribution. The three parts are disjoint (except in `one_room`,
+/// whose four tasks are in every part, as in DPT).
+///
+/// - Finite task sets (the grid worlds): the ids are shuffled once by numpy's
+///   `RandomState(0)` ([`rng::fixed_split`]); the first 80% are the *training part* (what the
+///   papers train on), the last 20% are [`Split::Test`]. The last eighth of the training part
+///   is [`Split::Validation`] and [`Split::Train`] is the rest: DPT's Dark Room has 70 train,
+///   10 validation and 20 test goals (its 80 training goals = Train + Validation).
+/// - Generated task spaces (bandit, house_nav): Train, Validation and Test are separate id
+///   ranges; Validation holds as many tasks as Test.
+///
+/// A run trained on Train never saw a Validation task, so settings can be tuned on Validation
+/// and Test is kept for final numbers. A run that trains on Train and Validation together (to
+/// match a paper's training set) must say so in its config, and its Validation scores mean
+/// nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Split {
-    /// Training tasks.
+    /// Training tasks (the training part without its Validation tasks).
     Train,
-    /// Held-out evaluation tasks.
+    /// Held-out tasks for tuning settings: a fixed part of the training part that training
+    /// on [`Split::Train`] never sees.
+    Validation,
+    /// Held-out tasks for final numbers.
     Test,
+}
+
+impl Split {
+    /// Every split, in the order Train, Validation, Test.
+    pub const ALL: [Split; 3] = [Split::Train, Split::Validation, Split::Test];
+
+    /// The lower-case name (`train`, `validation`, `test`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Validation => "validation",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// The task ids of the three splits of a finite task set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSplit {
+    /// [`Split::Train`].
+    pub train: Vec<TaskId>,
+    /// [`Split::Validation`].
+    pub validation: Vec<TaskId>,
+    /// [`Split::Test`].
+    pub test: Vec<TaskId>,
+}
+
+impl TaskSplit {
+    /// The ids of one split.
+    pub fn get(&self, split: Split) -> &[TaskId] {
+        match split {
+            Split::Train => &self.train,
+            Split::Validation => &self.validation,
+            Split::Test => &self.test,
+        }
+    }
 }
 
 /// A vector of environment slots stepped together. See the crate docs for the auto-reset rule.
@@ -268,8 +323,9 @@ pub trait VecEnv: Send {
     fn spec(&self) -> &EnvSpec;
     /// Number of slots in this vector (shard).
     fn num_envs(&self) -> usize;
-    /// Tasks of a split (fixed, deterministic; train and test disjoint unless the environment's
-    /// docs say otherwise). For huge task spaces this is a deterministic finite list.
+    /// Tasks of a split (fixed, deterministic; the splits are disjoint unless the environment's
+    /// docs say otherwise, see [`Split`]). For huge task spaces this is a deterministic finite
+    /// list.
     fn tasks(&self, split: Split) -> Vec<TaskId>;
     /// Put slot `slot` on `task` and start a new episode there (start of a trial). Does not
     /// write observations; use [`VecEnv::observe_slot`] or [`VecEnv::reset`] for them.

@@ -3,8 +3,8 @@
 //! A square room (`room_size` = 6 m) with four boxes in fixed corners: task 0 = blue at the
 //! south-west corner, 1 = red at the south-east, 2 = green at the north-west, 3 = yellow at the
 //! north-east (box centres `box_size / 2 + 0.35` m from both walls). The task is the target
-//! colour; there are only 4 tasks, and, as in DPT, train and test both hold all four (the split
-//! is not disjoint). Each episode starts at the room centre with a uniformly random heading.
+//! colour; there are only 4 tasks, and, as in DPT, train, validation and test all hold all four
+//! (the split is not disjoint). Each episode starts at the room centre with a uniformly random heading.
 //!
 //! Actions: `0` turn left 15 deg, `1` turn right 15 deg, `2` forward 0.7 m (blocked moves leave
 //! the agent in place, as in Miniworld), `3` no-op. Reward 1 on every step that ends with the

@@ -1,11 +1,14 @@
-//! Deterministic randomness: per-slot RNGs, task-derived RNGs, a fixed seeded shuffle and a
-//! cheap generator for benchmarks.
+//! Deterministic randomness: per-slot RNGs, task-derived RNGs, the fixed task split (numpy's
+//! seed-0 shuffle) and a cheap generator for benchmarks.
 //!
 //! All streams are reproducible across platforms: they come from `rand_chacha::ChaCha8Rng`
 //! (a portable, specified generator) seeded by the SplitMix64 finaliser of the inputs.
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+
+use crate::numpy_random::RandomState;
+use crate::TaskSplit;
 
 /// The RNG type used for per-slot and per-task randomness.
 pub type SlotRng = ChaCha8Rng;
@@ -31,32 +34,31 @@ pub fn task_rng(task: u64, tag: u64) -> SlotRng {
     SlotRng::seed_from_u64(mix64(mix64(task) ^ mix64(tag)))
 }
 
-/// A fixed permutation of `0..n` (Fisher-Yates driven by ChaCha8 seeded with `seed`).
+/// The fixed split of a finite task set `0..n` (the grid worlds), DPT's rule for Dark Room
+/// applied to every grid world: the ids in order, shuffled by numpy's `RandomState(0)`
+/// (`np.random.RandomState(0).permutation(n)`, reproduced by [`RandomState`]); the first
+/// `floor(0.8 n)` (at least 1 when `n >= 2`) are the training part, the rest [`Split::Test`].
+/// The last `floor(k / 8)` (at least 1 when `k >= 2`) of the `k` training-part ids are
+/// [`Split::Validation`], the others [`Split::Train`].
 ///
-/// This is *our* fixed shuffle: it does not reproduce numpy's `permutation` under seed 0 (which
-/// DPT's code uses), but it is fixed forever, so train/test splits never change.
-pub fn seeded_permutation(n: usize, seed: u64) -> Vec<u64> {
-    let mut v: Vec<u64> = (0..n as u64).collect();
-    let mut rng = SlotRng::seed_from_u64(seed);
-    for i in (1..n).rev() {
-        let j = rng.random_range(0..=i);
-        v.swap(i, j);
-    }
-    v
-}
-
-/// Split `0..n` by [`seeded_permutation`] with seed 0: the first `floor(0.8 n)` (at least 1 when
-/// `n >= 2`) are train, the rest test. Returns (train, test); disjoint and covering `0..n`.
-pub fn split_80_20(n: usize) -> (Vec<u64>, Vec<u64>) {
-    let perm = seeded_permutation(n, 0);
-    let mut k = n * 4 / 5;
+/// [`Split::Test`]: crate::Split::Test
+/// [`Split::Validation`]: crate::Split::Validation
+/// [`Split::Train`]: crate::Split::Train
+pub fn fixed_split(n: usize) -> TaskSplit {
+    let perm = RandomState::new(0).permutation(n);
+    let mut part = n * 4 / 5;
     if n >= 2 {
-        k = k.clamp(1, n - 1);
+        part = part.clamp(1, n - 1);
     }
-    let test = perm[k..].to_vec();
-    let mut train = perm;
-    train.truncate(k);
-    (train, test)
+    let mut validation = part / 8;
+    if part >= 2 {
+        validation = validation.max(1);
+    }
+    TaskSplit {
+        train: perm[..part - validation].to_vec(),
+        validation: perm[part - validation..part].to_vec(),
+        test: perm[part..].to_vec(),
+    }
 }
 
 /// A tiny xorshift64* generator for benchmark actions (not for environment randomness).
@@ -90,26 +92,35 @@ impl FastRng {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng;
 
     #[test]
-    fn permutation_is_a_permutation_and_fixed() {
-        let p = seeded_permutation(100, 0);
-        let mut s = p.clone();
-        s.sort();
-        assert_eq!(s, (0..100).collect::<Vec<u64>>());
-        assert_eq!(p, seeded_permutation(100, 0));
-        assert_ne!(p, seeded_permutation(100, 1));
-        assert_ne!(p, (0..100).collect::<Vec<u64>>());
+    fn split_sizes_and_disjoint() {
+        for (n, sizes) in [
+            (100, (70, 10, 20)),
+            (81, (56, 8, 17)),
+            (289, (203, 28, 58)),
+            (6561, (4592, 656, 1313)),
+            (2, (1, 0, 1)),
+            (3, (1, 1, 1)),
+        ] {
+            let s = fixed_split(n);
+            assert_eq!(
+                (s.train.len(), s.validation.len(), s.test.len()),
+                sizes,
+                "n = {n}"
+            );
+            let mut all: Vec<u64> = [s.train, s.validation, s.test].concat();
+            all.sort();
+            assert_eq!(all, (0..n as u64).collect::<Vec<_>>());
+        }
     }
 
     #[test]
-    fn split_sizes() {
-        let (tr, te) = split_80_20(100);
-        assert_eq!((tr.len(), te.len()), (80, 20));
-        let (tr, te) = split_80_20(81);
-        assert_eq!((tr.len(), te.len()), (64, 17));
-        let (tr, te) = split_80_20(2);
-        assert_eq!((tr.len(), te.len()), (1, 1));
+    fn split_is_numpys_permutation_in_order() {
+        let s = fixed_split(100);
+        let joined = [s.train, s.validation, s.test].concat();
+        assert_eq!(joined, RandomState::new(0).permutation(100));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Tools for people: transcripts with PNG frames and maps, and the environment benchmark.
-//! The `icrl env` and `icrl bench env` commands call these.
+//! Tools for people: transcripts with PNG frames and maps, task lists, and the environment
+//! benchmark. The `icrl env` and `icrl bench env` commands call these.
 
 use std::path::Path;
 use std::sync::{Condvar, Mutex};
@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use crate::grid::GridRules;
 use crate::house::generate;
 use crate::image::{grid_map, scene_map, write_png};
 use crate::one_room::OneRoomWorld;
 use crate::rng::FastRng;
 use crate::world::Scene;
-use crate::{EnvConfig, EnvError, ObsBatch, StepBatch, TaskId, VecEnv};
+use crate::{EnvConfig, EnvError, ObsBatch, Split, StepBatch, TaskId, VecEnv};
 
 /// Pixels per metre of 3D-world maps.
 const MAP_PX_PER_M: f32 = 24.0;
@@ -21,6 +22,63 @@ const GRID_CELL_PX: usize = 24;
 
 fn io_err(path: &Path, e: std::io::Error) -> EnvError {
     EnvError::Io(format!("{}: {e}", path.display()))
+}
+
+/// The rules of a grid world, None for the other environments.
+fn grid_rules(config: &EnvConfig) -> Option<GridRules> {
+    match config {
+        EnvConfig::DarkRoom(c) => Some(c.rules()),
+        EnvConfig::DarkRoomAd(c) => Some(c.rules()),
+        EnvConfig::DarkRoomHard(c) => Some(c.rules()),
+        EnvConfig::KeyToDoor(c) => Some(c.rules()),
+        _ => None,
+    }
+}
+
+/// Every split's task ids as JSON (`icrl env NAME --list-tasks`), so a user can see what is
+/// held out: `{"env", "rule", "splits": {"train" | "validation" | "test": {"count", "tasks"}}}`.
+/// Grid worlds also list each task's `goals` as `[x, y]` (Key-to-Door: `keys` too). Generated
+/// task spaces (bandit, house_nav) hold contiguous ids and are listed as `first` and `last`.
+pub fn task_lists(config: &EnvConfig) -> Result<Value, EnvError> {
+    let env = config.build(0, 0, 1)?;
+    let rules = grid_rules(config);
+    let generated = matches!(config, EnvConfig::Bandit(_) | EnvConfig::HouseNav(_));
+    let mut splits = serde_json::Map::new();
+    for split in Split::ALL {
+        let tasks = env.tasks(split);
+        let mut entry = json!({ "count": tasks.len() });
+        if generated {
+            entry["first"] = json!(tasks.first());
+            entry["last"] = json!(tasks.last());
+        } else {
+            entry["tasks"] = json!(tasks);
+        }
+        if let Some(rules) = &rules {
+            let decoded = tasks
+                .iter()
+                .map(|&t| rules.task(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            let cells = |c: (i32, i32)| json!([c.0, c.1]);
+            entry["goals"] = decoded.iter().map(|t| cells(t.goal)).collect();
+            if decoded.iter().any(|t| t.key.is_some()) {
+                entry["keys"] = decoded
+                    .iter()
+                    .map(|t| t.key.map_or(Value::Null, cells))
+                    .collect();
+            }
+        }
+        splits.insert(split.name().to_string(), entry);
+    }
+    let rule = match (&rules, generated) {
+        (Some(_), _) => {
+            "task ids in order shuffled by numpy's RandomState(0) (np.random.RandomState(0)\
+             .permutation(n)); the first 80% are the training part, whose last eighth is \
+             validation and the rest train; the last 20% are test (DPT's Dark Room split)"
+        }
+        (None, true) => "separate contiguous id ranges; validation holds as many tasks as test",
+        (None, false) => "the four target colours are in every split, as in DPT",
+    };
+    Ok(json!({ "env": config.name(), "rule": rule, "splits": splits }))
 }
 
 /// Step one env (slot 0 of `config.build(seed, 0, 1)`, put on `task`) through `actions` and
@@ -359,6 +417,28 @@ fn bench_spawning(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_lists_show_dpts_test_goals_and_every_split() {
+        let lists = task_lists(&EnvConfig::from_name("darkroom").unwrap()).unwrap();
+        let splits = &lists["splits"];
+        let counts: Vec<u64> = ["train", "validation", "test"]
+            .iter()
+            .map(|s| splits[s]["count"].as_u64().unwrap())
+            .collect();
+        assert_eq!(counts, vec![70, 10, 20]);
+        // DPT's first test goal is (2, 5), task id 25.
+        assert_eq!(splits["test"]["tasks"][0], 25);
+        assert_eq!(splits["test"]["goals"][0], json!([2, 5]));
+        let k2d = task_lists(&EnvConfig::from_name("key_to_door").unwrap()).unwrap();
+        assert_eq!(
+            k2d["splits"]["test"]["keys"].as_array().unwrap().len(),
+            1313
+        );
+        let bandit = task_lists(&EnvConfig::from_name("bandit").unwrap()).unwrap();
+        assert_eq!(bandit["splits"]["train"]["first"], 0);
+        assert!(bandit["splits"]["train"].get("tasks").is_none());
+    }
 
     fn tmp(name: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("envs_tools_{name}_{}", std::process::id()))

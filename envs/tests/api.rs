@@ -376,18 +376,21 @@ fn observe_slot_writes_the_current_observation() {
 }
 
 #[test]
-fn train_and_test_tasks_are_disjoint_except_one_room() {
+fn train_validation_and_test_tasks_are_disjoint_except_one_room() {
     for cfg in all_configs() {
         let e = cfg.build(0, 0, 1).unwrap();
-        let tr = e.tasks(Split::Train);
-        let te = e.tasks(Split::Test);
-        assert!(!tr.is_empty() && !te.is_empty());
-        let trs: std::collections::HashSet<_> = tr.iter().collect();
-        let overlap = te.iter().filter(|t| trs.contains(t)).count();
+        let [tr, va, te] = Split::ALL.map(|s| e.tasks(s));
+        assert!(!tr.is_empty() && !va.is_empty() && !te.is_empty());
+        let set = |v: &[u64]| v.iter().copied().collect::<std::collections::HashSet<_>>();
+        let overlaps = [
+            set(&tr).intersection(&set(&te)).count(),
+            set(&tr).intersection(&set(&va)).count(),
+            set(&va).intersection(&set(&te)).count(),
+        ];
         if cfg.name() == "one_room" {
-            assert_eq!(overlap, 4); // DPT trains and tests on the same 4 colours
+            assert_eq!(overlaps, [4, 4, 4]); // DPT trains and tests on the same 4 colours
         } else {
-            assert_eq!(overlap, 0, "{}", cfg.name());
+            assert_eq!(overlaps, [0, 0, 0], "{}", cfg.name());
         }
         assert_eq!(tr, cfg.build(0, 0, 1).unwrap().tasks(Split::Train));
     }

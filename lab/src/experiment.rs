@@ -45,6 +45,34 @@ pub struct Experiment {
     /// to the experiment file; see [`crate::report::References`]).
     #[serde(default)]
     pub references: Option<PathBuf>,
+    /// How reports compare the variants, fixed here before anything runs: the baseline
+    /// variant, the metric and the take-off threshold.
+    #[serde(default)]
+    pub comparison: Option<Comparison>,
+}
+
+/// The paired comparison of an experiment's variants with its baseline (see the report's
+/// docs). Written before running, so the metric cannot be chosen after seeing the results.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Comparison {
+    /// The variant every other is compared with, seed by seed.
+    pub baseline: String,
+    /// The metric: a run's mean return over episodes `episodes.0..=episodes.1` (1-based,
+    /// inclusive) of its final evaluation, averaged over the evaluation's trials.
+    pub episodes: (usize, usize),
+    /// A run took off when its metric is above this.
+    pub takeoff: f64,
+}
+
+impl Comparison {
+    /// The metric of one evaluation curve (`curve[e]` = mean return in episode `e + 1`); None
+    /// when the curve is shorter than the metric's last episode.
+    pub fn metric(&self, curve: &[f64]) -> Option<f64> {
+        let (from, to) = self.episodes;
+        let span = curve.get(from.checked_sub(1)?..to)?;
+        Some(span.iter().sum::<f64>() / span.len() as f64)
+    }
 }
 
 /// One variant of an experiment.
@@ -209,6 +237,27 @@ pub fn load(path: &Path, extra: &[String]) -> anyhow::Result<LoadedExperiment> {
             problems.push(format!(
                 "{}: `{arg}`: `seed` and `name` are set by the experiment (its `seeds` and variant names)",
                 at(arg)
+            ));
+        }
+    }
+
+    if let Some(c) = &experiment.comparison {
+        if !experiment.variants.iter().any(|v| v.name == c.baseline) {
+            problems.push(format!(
+                "{}: comparison.baseline `{}` is not one of the variants",
+                at(&c.baseline),
+                c.baseline
+            ));
+        }
+        let (from, to) = c.episodes;
+        if from == 0 || to < from {
+            problems.push(format!(
+                "{origin}: comparison.episodes ({from}, {to}): expected 1 <= first <= last"
+            ));
+        }
+        if !c.takeoff.is_finite() {
+            problems.push(format!(
+                "{origin}: comparison.takeoff must be a finite number"
             ));
         }
     }
@@ -388,6 +437,23 @@ mod tests {
             e.contains("name `a/b`") && e.contains("variant name `x y`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_comparison_must_name_a_variant_and_a_valid_episode_range() {
+        let e = error_of(
+            "Experiment(\n name: \"x\",\n base: \"../configs/base.ron\",\n seeds: [0],\n variants: [(name: \"a\"), (name: \"b\")],\n comparison: (baseline: \"c\", episodes: (3, 2), takeoff: 1.0),\n)",
+        );
+        assert!(e.contains("2 problem(s)"), "{e}");
+        assert!(e.contains("comparison.baseline `c`"), "{e}");
+        assert!(e.contains("comparison.episodes (3, 2)"), "{e}");
+        let c = Comparison {
+            baseline: "a".into(),
+            episodes: (2, 3),
+            takeoff: 0.0,
+        };
+        assert_eq!(c.metric(&[1.0, 2.0, 4.0]), Some(3.0));
+        assert_eq!(c.metric(&[1.0, 2.0]), None);
     }
 
     #[test]

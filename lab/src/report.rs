@@ -14,7 +14,19 @@
 //! seeds are the independent repetitions of a training run, so this is the interval that
 //! compares methods. A run's value is the mean over its evaluation trials (e.g. the return in
 //! episode 1 averaged over all test tasks and trials). For a group of a single run, the
-//! interval is over that run's evaluation trials instead; the `CI over` column says which.
+//! interval is over that run's evaluation trials instead, clustered by task (the unit is the
+//! task's mean over its trials: trials on one task are not independent); the `CI over` column
+//! says which.
+//!
+//! # Paired comparison
+//!
+//! When the experiment names a [`Comparison`] (a baseline variant, a metric fixed before
+//! running and a take-off threshold) and variants share seeds, the report adds each variant's
+//! paired difference from the baseline over the seeds both ran: the mean difference with its
+//! t interval, the sign count (seeds better / worse / equal), the paired t test's p-value and
+//! its Holm-corrected value over all contrasts, the smallest difference the seeds could have
+//! detected (80% power, 5% level), and every variant's share of seeds that took off (metric
+//! above the threshold).
 //!
 //! - *episode 1* / *episode E*: return in the first / last episode of the evaluation trials
 //!   (E = the episodes per trial; if runs of a group differ, the smallest E of the group);
@@ -24,7 +36,9 @@
 //!   method counts: env steps (ReLIC, RL²), optimiser steps (DPT, AD), env steps on each
 //!   evaluated task (PPO from scratch);
 //! - *offline return* (DPT): the latest `offline/<step>.json`, greedy actions on the fixed
-//!   held-out contexts; over seeds, or over the contexts for a single run;
+//!   held-out contexts; over seeds, or over the contexts for a single run (clustered by task).
+//!   Reported twice: over all contexts, and over the contexts that contain the goal with their
+//!   share (a greedy DPT cannot score without seeing the goal, so the first is capped by it);
 //! - *wall time*: per run, the wall-clock seconds of the sweep's child processes (all
 //!   attempts), or for runs outside a sweep the span of the run's TensorBoard events (first to
 //!   last event, per event file, summed over files); mean over runs.
@@ -42,13 +56,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::experiment::Comparison;
 use crate::sweep;
 use trainer::config::{self, Config, Method};
 use trainer::error::UsageError;
 use trainer::eval;
 use trainer::plot::{self, Reference, Series};
 use trainer::results::{BanditReport, EvalResult, OfflineResult, BANDIT_DIR, OFFLINE_DIR};
-use trainer::stats::MeanCi;
+use trainer::stats::{holm, MeanCi, Paired};
 
 /// A references file (e.g. `experiments/references.ron`): published numbers to draw as
 /// labelled dashed lines, never mixed into the report's rows.
@@ -213,6 +228,9 @@ pub struct Row {
     pub trained_unit: &'static str,
     /// Offline return with greedy actions (DPT), when every run of the group has one.
     pub offline_greedy: Option<MeanCi>,
+    /// Offline greedy return over the contexts that contain the goal, and those contexts'
+    /// share of all contexts (mean over runs), when every run has it.
+    pub offline_greedy_with_goal: Option<(MeanCi, f64)>,
     /// Wall seconds per run (mean over the runs that have it).
     pub wall_seconds: Option<f64>,
     /// In-context curve: (episode, return, success).
@@ -318,6 +336,8 @@ pub fn trained(r: &RunRecord) -> (f64, &'static str) {
 /// What was collected from the inputs.
 struct Collected {
     groups: Vec<Group>,
+    /// The comparison named by the (single) sweep's experiment.
+    comparison: Option<Comparison>,
     left_out: Vec<LeftOut>,
     references: Option<PathBuf>,
     title: String,
@@ -396,11 +416,15 @@ fn collect(inputs: &[PathBuf]) -> Result<Collected> {
             }
         };
     let several_sweeps = sweeps.len() > 1;
+    let mut comparison = None;
     let mut titles = Vec::new();
     let mut description = String::new();
     for dir in &sweeps {
         let manifest = sweep::read_manifest(dir)?;
         titles.push(manifest.name.clone());
+        if !several_sweeps {
+            comparison = manifest.comparison.clone();
+        }
         if description.is_empty() {
             description = manifest.description.clone();
         }
@@ -467,6 +491,7 @@ fn collect(inputs: &[PathBuf]) -> Result<Collected> {
     };
     Ok(Collected {
         groups,
+        comparison,
         left_out,
         references,
         title,
@@ -539,8 +564,12 @@ pub fn summarise(group: &Group) -> Row {
     } else {
         ci_over = "trials";
         let r = &runs[0];
+        // Intervals over the run's evaluation trials, clustered by task.
         let trials = |f: &dyn Fn(&[f64]) -> f64| {
-            MeanCi::of(&r.eval.returns.iter().map(|t| f(t)).collect::<Vec<_>>())
+            eval::clustered_by_task(
+                &r.eval.returns.iter().map(|t| f(t)).collect::<Vec<_>>(),
+                r.eval.tasks,
+            )
         };
         first_ci = trials(&|t| t[0]);
         last_ci = trials(&|t| t[last]);
@@ -562,6 +591,24 @@ pub fn summarise(group: &Group) -> Row {
         Some(o) => o.first().map(|(_, x)| x.greedy),
         None => None,
     };
+    let offline_greedy_with_goal = runs
+        .iter()
+        .map(|r| {
+            let (_, o) = r.offline.as_ref()?;
+            let share = o.contexts_with_reward as f64 / o.contexts.max(1) as f64;
+            o.greedy_with_goal.map(|m| (m, share))
+        })
+        .collect::<Option<Vec<_>>>()
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            let share = v.iter().map(|x| x.1).sum::<f64>() / v.len() as f64;
+            let m = if v.len() >= 2 {
+                MeanCi::of(&v.iter().map(|x| x.0.mean).collect::<Vec<_>>())
+            } else {
+                v[0].0
+            };
+            (m, share)
+        });
     let walls: Vec<f64> = runs.iter().filter_map(|r| r.wall_seconds).collect();
     let mut differing = Vec::new();
     for r in &runs[1..] {
@@ -589,6 +636,7 @@ pub fn summarise(group: &Group) -> Row {
         trained: runs.iter().map(|r| trained(r).0).sum::<f64>() / runs.len() as f64,
         trained_unit: trained(&runs[0]).1,
         offline_greedy,
+        offline_greedy_with_goal,
         wall_seconds: (!walls.is_empty()).then(|| walls.iter().sum::<f64>() / walls.len() as f64),
         curve,
         differing,
@@ -860,6 +908,12 @@ pub fn report(options: &ReportOptions) -> Result<Written> {
         references_path.as_deref(),
         options,
     );
+    if let Some(c) = &collected.comparison {
+        if let Some(paired) = paired_rows(&collected.groups, c) {
+            md.push_str(&paired_markdown(&paired, c));
+            write_file(&out.join("paired.csv"), &paired_csv(&paired), &mut files)?;
+        }
+    }
     md.push_str(&bandit_md);
     write_file(&out.join("report.md"), &md, &mut files)?;
     Ok(Written {
@@ -890,6 +944,7 @@ pub fn table(rows: &[Row]) -> String {
     ]);
     if offline {
         head.push("offline return (greedy)");
+        head.push("offline, goal in context (share)");
     }
     head.extend(["training", "wall time / run"]);
     let mut md = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
@@ -909,6 +964,13 @@ pub fn table(rows: &[Row]) -> String {
         ]);
         if offline {
             cells.push(r.offline_greedy.as_ref().map_or("—".into(), pm));
+            cells.push(
+                r.offline_greedy_with_goal
+                    .as_ref()
+                    .map_or("—".into(), |(m, share)| {
+                        format!("{} ({:.0}%)", pm(m), 100.0 * share)
+                    }),
+            );
         }
         cells.extend([
             format!("{} {}", thousands(r.trained), r.trained_unit),
@@ -1178,6 +1240,186 @@ fn by_seed(groups: &[Group], rows: &[Row]) -> Option<String> {
     Some(md)
 }
 
+/// One variant's line of the paired comparison with the baseline.
+#[derive(Clone, Debug)]
+pub struct PairedRow {
+    /// The variant.
+    pub variant: String,
+    /// Whether it is the baseline.
+    pub baseline: bool,
+    /// The metric over the variant's runs (mean, interval over seeds).
+    pub metric: MeanCi,
+    /// Runs whose metric is above the take-off threshold, and runs.
+    pub took_off: (usize, usize),
+    /// Seeds both this variant and the baseline ran.
+    pub paired_seeds: Vec<u64>,
+    /// The paired difference from the baseline over `paired_seeds` (None for the baseline).
+    pub paired: Option<Paired>,
+    /// `paired.p` corrected by Holm's method over every contrast (NaN when not tested).
+    pub p_holm: f64,
+}
+
+/// The paired comparison of every group with the baseline group, on the comparison's metric
+/// (runs whose evaluation is shorter than the metric's episodes are left out). None when the
+/// baseline has no runs or no other variant shares a seed with it.
+pub fn paired_rows(groups: &[Group], c: &Comparison) -> Option<Vec<PairedRow>> {
+    let metric_by_seed = |g: &Group| -> Vec<(u64, f64)> {
+        g.runs
+            .iter()
+            .filter_map(|r| {
+                let curve: Vec<f64> = r.eval.curve.iter().map(|p| p.ret.mean).collect();
+                c.metric(&curve).map(|m| (r.config.seed, m))
+            })
+            .collect()
+    };
+    let base = groups.iter().find(|g| g.name == c.baseline)?;
+    let base_values = metric_by_seed(base);
+    let mut rows: Vec<PairedRow> = groups
+        .iter()
+        .map(|g| {
+            let values = metric_by_seed(g);
+            let metrics: Vec<f64> = values.iter().map(|v| v.1).collect();
+            let is_base = g.name == c.baseline;
+            let pairs: Vec<(u64, f64, f64)> = values
+                .iter()
+                .filter_map(|&(seed, v)| {
+                    let b = base_values.iter().find(|b| b.0 == seed)?;
+                    Some((seed, b.1, v))
+                })
+                .collect();
+            let paired = (!is_base && !pairs.is_empty()).then(|| {
+                let b: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+                let v: Vec<f64> = pairs.iter().map(|p| p.2).collect();
+                Paired::of(&b, &v)
+            });
+            PairedRow {
+                variant: g.name.clone(),
+                baseline: is_base,
+                metric: MeanCi::of(&metrics),
+                took_off: (
+                    metrics.iter().filter(|&&m| m > c.takeoff).count(),
+                    metrics.len(),
+                ),
+                paired_seeds: pairs.iter().map(|p| p.0).collect(),
+                paired,
+                p_holm: f64::NAN,
+            }
+        })
+        .collect();
+    if !rows.iter().any(|r| r.paired.is_some()) {
+        return None;
+    }
+    let p: Vec<f64> = rows
+        .iter()
+        .map(|r| r.paired.map_or(f64::NAN, |x| x.p))
+        .collect();
+    for (row, adjusted) in rows.iter_mut().zip(holm(&p)) {
+        row.p_holm = adjusted;
+    }
+    Some(rows)
+}
+
+/// What a contrast resolved: an interval that excludes 0, or the smallest difference the
+/// seeds could have detected.
+fn verdict(p: &Paired) -> String {
+    if p.diff.n < 2 {
+        "one seed: no interval".to_string()
+    } else if p.diff.mean.abs() > p.diff.ci95 {
+        "interval excludes 0".to_string()
+    } else if p.detectable.is_finite() {
+        format!(
+            "not resolved: these seeds detect differences of at least {:.2}",
+            p.detectable
+        )
+    } else {
+        "not resolved".to_string()
+    }
+}
+
+fn paired_markdown(rows: &[PairedRow], c: &Comparison) -> String {
+    let (from, to) = c.episodes;
+    let mut md = format!(
+        "## Paired comparison with `{}`
+
+Metric (fixed in the experiment file before running):          a run's mean return over episodes {from}-{to} of its final evaluation. A run took off          when its metric is above {}. Differences are variant minus baseline over the seeds both          ran: mean with its 95% t interval over seeds, the sign count (seeds better / worse /          equal), the paired t test's two-sided p-value and its Holm correction over the {}          contrasts, and the smallest difference these seeds detect with 80% power at the 5%          level.
+
+| variant | metric | took off | seeds paired | difference | better / worse /          equal | p | p (Holm) | resolved? |
+|---|---|---|---|---|---|---|---|---|
+",
+        c.baseline,
+        c.takeoff,
+        rows.iter().filter(|r| r.paired.is_some()).count()
+    );
+    let num = |x: f64| {
+        if x.is_nan() {
+            "n/a".to_string()
+        } else {
+            format!("{x:.3}")
+        }
+    };
+    for r in rows {
+        let share = format!("{} / {}", r.took_off.0, r.took_off.1);
+        match &r.paired {
+            None => {
+                let _ = writeln!(
+                    md,
+                    "| {} (baseline) | {} | {share} | — | — | — | — | — | — |",
+                    r.variant,
+                    pm(&r.metric)
+                );
+            }
+            Some(p) => {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {share} | {} | {} | {} / {} / {} | {} | {} | {} |",
+                    r.variant,
+                    pm(&r.metric),
+                    r.paired_seeds.len(),
+                    pm(&p.diff),
+                    p.wins,
+                    p.losses,
+                    p.ties,
+                    num(p.p),
+                    num(r.p_holm),
+                    verdict(p)
+                );
+            }
+        }
+    }
+    md.push('\n');
+    md
+}
+
+fn paired_csv(rows: &[PairedRow]) -> String {
+    let mut csv = String::from(
+        "variant,baseline,metric_mean,metric_ci95,took_off,runs,seeds_paired,diff_mean,diff_ci95,better,worse,equal,p,p_holm,detectable\n",
+    );
+    for r in rows {
+        let p = r.paired;
+        let f = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            csv_field(&r.variant),
+            r.baseline,
+            r.metric.mean,
+            r.metric.ci95,
+            r.took_off.0,
+            r.took_off.1,
+            r.paired_seeds.len(),
+            f(p.map(|p| p.diff.mean)),
+            f(p.map(|p| p.diff.ci95)),
+            f(p.map(|p| p.wins as f64)),
+            f(p.map(|p| p.losses as f64)),
+            f(p.map(|p| p.ties as f64)),
+            f(p.map(|p| p.p)),
+            f(p.map(|_| r.p_holm)),
+            f(p.map(|p| p.detectable)),
+        );
+    }
+    csv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1211,6 +1453,66 @@ mod tests {
         }
     }
 
+    /// Synthetic sweep: 10 seeds; `better` beats the baseline by 5 on every seed (+-0.1),
+    /// `same` differs by +-0.5 alternately (mean 0). The answers are known.
+    #[test]
+    fn paired_comparison_of_synthetic_variants() {
+        let group = |name: &str, offset: &dyn Fn(u64) -> f64| Group {
+            name: name.into(),
+            runs: (0..10u64)
+                .map(|s| {
+                    let m = 10.0 + s as f64 + offset(s);
+                    record(name, s, vec![vec![0.0, m, m]])
+                })
+                .collect(),
+            recipe: None,
+        };
+        let sign = |s: u64| if s.is_multiple_of(2) { 1.0 } else { -1.0 };
+        let groups = vec![
+            group("base", &|_| 0.0),
+            group("better", &|s| 5.0 + 0.1 * sign(s)),
+            group("same", &|s| 0.5 * sign(s)),
+        ];
+        let c = Comparison {
+            baseline: "base".into(),
+            episodes: (2, 3),
+            takeoff: 12.0,
+        };
+        let rows = paired_rows(&groups, &c).unwrap();
+        let [base, better, same] = [&rows[0], &rows[1], &rows[2]];
+        assert!(base.baseline && base.paired.is_none());
+        // Seeds 3..=9 have metric 13..19 > 12.
+        assert_eq!(base.took_off, (7, 10));
+        assert_eq!(better.took_off, (10, 10));
+        assert!((base.metric.mean - 14.5).abs() < 1e-9);
+        let b = better.paired.unwrap();
+        assert_eq!(better.paired_seeds.len(), 10);
+        assert!((b.diff.mean - 5.0).abs() < 1e-9);
+        assert_eq!((b.wins, b.losses, b.ties), (10, 0, 0));
+        assert!(b.p < 1e-10 && b.diff.mean - b.diff.ci95 > 4.8);
+        let n = same.paired.unwrap();
+        assert!(n.diff.mean.abs() < 1e-9);
+        assert_eq!((n.wins, n.losses), (5, 5));
+        assert!((n.p - 1.0).abs() < 1e-9);
+        // Holm over two contrasts: the smaller p doubles, the larger stays capped at 1.
+        assert!((better.p_holm - 2.0 * b.p).abs() < 1e-15);
+        assert!((same.p_holm - 1.0).abs() < 1e-9);
+        assert_eq!(verdict(&b), "interval excludes 0");
+        assert!(verdict(&n).starts_with("not resolved"), "{}", verdict(&n));
+        // sd of +-0.5 over 10 seeds = 0.527; detectable = (2.262 + 0.883) x 0.527 / sqrt(10).
+        assert!((n.detectable - 3.145 * 0.527 / 10f64.sqrt()).abs() < 0.01);
+        let md = paired_markdown(&rows, &c);
+        assert!(md.contains("| base (baseline) |") && md.contains("| better |"));
+        assert_eq!(paired_csv(&rows).lines().count(), 4);
+        // A baseline that did not run, or no shared seeds: no comparison.
+        let other = Comparison {
+            baseline: "missing".into(),
+            ..c.clone()
+        };
+        assert!(paired_rows(&groups, &other).is_none());
+        assert!(paired_rows(&groups[..1], &c).is_none());
+    }
+
     #[test]
     fn thousands_groups_digits() {
         assert_eq!(thousands(0.0), "0");
@@ -1236,6 +1538,8 @@ mod tests {
             contexts_with_reward: 5,
             greedy: m(greedy),
             sampled: m(greedy - 1.0),
+            greedy_with_goal: Some(m(2.0 * greedy)),
+            sampled_with_goal: Some(m(2.0 * greedy - 1.0)),
             dataset: m(1.0),
             greedy_returns: vec![],
             sampled_returns: vec![],
@@ -1280,6 +1584,12 @@ mod tests {
             "{md}"
         );
         assert!(head.contains("offline return (greedy)"), "{md}");
+        // Over the contexts with the goal (half of them): 80 and 100 -> 90, share 50%.
+        let (g, share) = rows[0].offline_greedy_with_goal.unwrap();
+        assert!((g.mean - 90.0).abs() < 1e-12 && (share - 0.5).abs() < 1e-12);
+        assert!(head.contains("offline, goal in context (share)"), "{md}");
+        assert!(md.contains("90.00 ± "), "{md}");
+        assert!(md.contains("(50%)"), "{md}");
         assert!(md.contains("| 100 optimiser steps |"), "{md}");
         assert!(md.contains("| relic | relic | darkroom |"), "{md}");
         // One method, no offline results: the narrow table.

@@ -219,6 +219,9 @@ pub struct Manifest {
     pub variants: Vec<String>,
     /// Every run of the sweep.
     pub runs: Vec<ManifestRun>,
+    /// The experiment's paired comparison (baseline, metric, take-off), if it names one.
+    #[serde(default)]
+    pub comparison: Option<crate::experiment::Comparison>,
 }
 
 /// One run in a manifest.
@@ -524,6 +527,17 @@ fn check_previous(dir: &Path, manifest: &Manifest) -> Result<()> {
             }
         }
     }
+    let any_started = old.runs.iter().any(|r| dir.join(&r.slot).exists());
+    if any_started && old.comparison.is_some() && old.comparison != manifest.comparison {
+        return Err(UsageError(format!(
+            "{}: the experiment's comparison (baseline, metric, take-off) was fixed as {:?} when its runs started; {} now says {:?}. Change it back, or sweep into another --out folder",
+            dir.display(),
+            old.comparison,
+            manifest.experiment.display(),
+            manifest.comparison
+        ))
+        .into());
+    }
     if !changed.is_empty() {
         return Err(UsageError(format!(
             "{}: the runs {} were started with another base config or other overrides (see its {MANIFEST_FILE}) than {} and the --set arguments now give; use the same ones, another --out folder, or delete those slots",
@@ -609,6 +623,7 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
         experiment: canonical(experiment_path),
         references: loaded.references.as_deref().map(canonical),
         variants: exp.variants.iter().map(|v| v.name.clone()).collect(),
+        comparison: exp.comparison.clone(),
         runs: loaded
             .runs
             .iter()

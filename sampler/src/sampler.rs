@@ -110,8 +110,8 @@ pub struct Sampler {
     inline: Option<Shard>,
     workers: Vec<Worker>,
     replies: Receiver<Reply>,
-    train_tasks: Vec<TaskId>,
-    test_tasks: Vec<TaskId>,
+    /// Task lists of Train, Validation, Test (in [`Split::ALL`] order).
+    tasks: [Vec<TaskId>; 3],
     /// Next column to act on (= storage.len of the current trial).
     col: usize,
     trial: u64,
@@ -257,8 +257,7 @@ impl Sampler {
             inline: None,
             workers,
             replies,
-            train_tasks: Vec::new(),
-            test_tasks: Vec::new(),
+            tasks: Default::default(),
             col: 0,
             trial: 0,
             staging: None,
@@ -302,7 +301,7 @@ impl Sampler {
         if first_error.is_none() {
             // Task lists come from a separate single-slot env (cheap; never stepped).
             match build_shard(build.as_ref(), 0, 1, seed) {
-                Ok(s) => tasks = Some((s.env_tasks(Split::Train), s.env_tasks(Split::Test))),
+                Ok(s) => tasks = Some(Split::ALL.map(|split| s.env_tasks(split))),
                 Err(e) => first_error = Some(e),
             }
         }
@@ -325,9 +324,8 @@ impl Sampler {
             ))));
         }
         sampler.spec = spec;
-        if let Some((train, test)) = tasks {
-            sampler.train_tasks = train;
-            sampler.test_tasks = test;
+        if let Some(tasks) = tasks {
+            sampler.tasks = tasks;
         }
         Ok(sampler)
     }
@@ -374,9 +372,11 @@ impl Sampler {
 
     /// The task list of a split (fixed, from the environment).
     pub fn tasks(&self, split: Split) -> &[TaskId] {
+        let [train, validation, test] = &self.tasks;
         match split {
-            Split::Train => &self.train_tasks,
-            Split::Test => &self.test_tasks,
+            Split::Train => train,
+            Split::Validation => validation,
+            Split::Test => test,
         }
     }
 
@@ -386,10 +386,24 @@ impl Sampler {
         split: Split,
         rng: &mut R,
     ) -> Result<Vec<TaskId>> {
-        let tasks = self.tasks(split);
+        self.sample_tasks_in(&[split], rng)
+    }
+
+    /// Draws one task per slot uniformly (with replacement) from the tasks of `splits` together
+    /// (e.g. Train and Validation, the papers' whole training part), slots in order. With one
+    /// split it draws exactly what [`Sampler::sample_tasks`] draws.
+    pub fn sample_tasks_in<R: rand::Rng + ?Sized>(
+        &self,
+        splits: &[Split],
+        rng: &mut R,
+    ) -> Result<Vec<TaskId>> {
+        let tasks: Vec<TaskId> = splits
+            .iter()
+            .flat_map(|&s| self.tasks(s).iter().copied())
+            .collect();
         ensure_invalid!(
             !tasks.is_empty(),
-            "environment '{}' has no {split:?} tasks",
+            "environment '{}' has no {splits:?} tasks",
             self.spec.name
         );
         Ok((0..self.num_envs)

@@ -564,12 +564,10 @@ pub fn expected_header(env: &EnvConfig, data: &DataConfig, split: Split) -> Resu
     data_clean.cache_dir = None;
     let env_config = crate::config::to_ron_string(env);
     let data_config = crate::config::to_ron_string(&data_clean);
-    let split_name = match split {
-        Split::Train => "train",
-        Split::Test => "test",
-    };
-    let key = format!("v{VERSION}\n{env_config}\n{data_config}\n{split_name}");
+    let split_name = split.name();
+    // The task list is part of the key: a change of an env's split makes a new dataset.
     let tasks = task_list(env, data, split)?;
+    let key = format!("v{VERSION}\n{env_config}\n{data_config}\n{split_name}\n{tasks:?}");
     let layout = Layout {
         s: spec.vector_dim,
         i: spec.image_bytes(),

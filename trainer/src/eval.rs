@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use agent::ActorCritic;
-use envs::{EnvConfig, Split};
+use envs::EnvConfig;
 use sampler::{ModelPolicy, Policy, RolloutStorage, Sampler};
 
 use crate::config::{Config, EvalConfig, EvalSplit};
@@ -18,15 +18,11 @@ use crate::plot::{self, Series};
 use crate::results::{CurvePoint, EvalResult};
 use crate::run::logging::Logger;
 use crate::run::{seeds, Run};
-use crate::stats::MeanCi;
 
 /// The tasks evaluation runs on.
 pub fn eval_tasks(env: &EnvConfig, cfg: &EvalConfig) -> Result<Vec<envs::TaskId>> {
     let probe = env.build(0, 0, 1)?;
-    let split = match cfg.split {
-        EvalSplit::Test => Split::Test,
-        EvalSplit::Train => Split::Train,
-    };
+    let split = cfg.split.split();
     let mut tasks = probe.tasks(split);
     if let Some(max) = cfg.max_tasks {
         tasks.truncate(max);
@@ -121,6 +117,11 @@ pub fn evaluate_actor_critic(
 }
 
 /// Turns per-slot episode outcomes into the curve.
+pub use crate::stats::clustered_by_task;
+
+/// The curve of `results` (`[trial][episode]` as (return, success), trials ordered by task
+/// then trial): per episode, the mean over trials with its interval clustered by task
+/// ([`clustered_by_task`]).
 pub fn summarise(
     results: &[Vec<(f64, bool)>],
     env: &EnvConfig,
@@ -139,8 +140,8 @@ pub fn summarise(
                 .collect();
             CurvePoint {
                 episode: e + 1,
-                ret: MeanCi::of(&rets),
-                success: has_success.then(|| MeanCi::of(&succ)),
+                ret: clustered_by_task(&rets, tasks),
+                success: has_success.then(|| clustered_by_task(&succ, tasks)),
             }
         })
         .collect();
@@ -375,5 +376,27 @@ mod tests {
         let later = r.mean_over_episodes(2, 3);
         assert!((later.mean - 16.0).abs() < 1e-12);
         assert_eq!(later.n, 2);
+    }
+
+    #[test]
+    fn intervals_are_clustered_by_task() {
+        let env = EnvConfig::from_name("darkroom").unwrap();
+        let cfg = EvalConfig {
+            episodes_per_trial: 1,
+            trials_per_task: 3,
+            ..EvalConfig::default()
+        };
+        // Task A's three trials score 0, task B's 10: six trials, two independent tasks.
+        let results: Vec<Vec<(f64, bool)>> = [0.0, 0.0, 0.0, 10.0, 10.0, 10.0]
+            .iter()
+            .map(|&r| vec![(r, false)])
+            .collect();
+        let r = summarise(&results, &env, &cfg, 2, 100, "relic", false);
+        let ret = r.curve[0].ret;
+        assert_eq!(ret.n, 2);
+        assert!((ret.mean - 5.0).abs() < 1e-12);
+        // t(1) x se of the task means (0, 10) = 12.706 x 5; over trials it would be 2.571 x 2.24.
+        assert!((ret.ci95 - 12.706 * 5.0).abs() < 1e-6, "{}", ret.ci95);
+        assert_eq!(r.mean_over_episodes(1, 1).n, 2);
     }
 }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use config::Method;
+use config::{EvalSplit, Method};
 use error::UsageError;
 use eval::EvalOverrides;
 use methods::{ad, bandit, dpt, ppo_single_task, relic, rl2};
@@ -56,6 +56,14 @@ pub fn evaluate_run(
 ) -> anyhow::Result<PathBuf> {
     let (mut run, ckpt) = open_for_evaluation(run_dir, checkpoint_path, device)?;
     let mut cfg = run.config.clone();
+    if overrides.split == Some(EvalSplit::Validation) && cfg.train_on_validation {
+        return Err(UsageError(format!(
+            "{}: --split validation: this run trained on the Validation tasks \
+             (train_on_validation: true), so its Validation scores are not held out",
+            run_dir.display()
+        ))
+        .into());
+    }
     cfg.eval = overrides.apply(&run.config.eval)?;
     let spec = cfg.env.spec();
     match &cfg.method {

@@ -241,6 +241,39 @@ pub fn partial_update_range(k: usize, u: usize, rollout_len: usize) -> (usize, u
     ((k - 1) * segment, k * segment)
 }
 
+/// One PPO update of a rollout: collect `collect` more steps per env slot, then run the model
+/// on `[0, end)` with the loss on `[loss_start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedUpdate {
+    /// Env steps per slot to collect before this update (0 for the full update).
+    pub collect: usize,
+    /// First step with a loss.
+    pub loss_start: usize,
+    /// End of the prefix the model runs on (and of the loss).
+    pub end: usize,
+}
+
+/// Every update of one rollout of `rollout_len` steps, in order: `u` partial updates (update k
+/// collects `rollout_len / u` steps and puts the loss on them, [`partial_update_range`]), then
+/// `full` (0 or 1) full updates over the whole trial with the loss on every step
+/// `[0, rollout_len)` and nothing new collected (official ReLIC's `full_updates_per_rollout`).
+pub fn rollout_updates(rollout_len: usize, u: usize, full: usize) -> Vec<PlannedUpdate> {
+    let partial = (1..=u).map(|k| {
+        let (loss_start, end) = partial_update_range(k, u, rollout_len);
+        PlannedUpdate {
+            collect: end - loss_start,
+            loss_start,
+            end,
+        }
+    });
+    let whole = (0..full).map(|_| PlannedUpdate {
+        collect: 0,
+        loss_start: 0,
+        end: rollout_len,
+    });
+    partial.chain(whole).collect()
+}
+
 /// Explained variance 1 - Var(R - V) / Var(R): 1 is a perfect critic, 0 no better than a constant.
 pub fn explained_variance(values: &[f32], returns: &[f32]) -> f64 {
     let n = values.len().max(1) as f64;
@@ -441,6 +474,31 @@ mod tests {
         let ranges: Vec<_> = (1..=4).map(|k| partial_update_range(k, 4, 512)).collect();
         assert_eq!(ranges, vec![(0, 128), (128, 256), (256, 384), (384, 512)]);
         assert_eq!(partial_update_range(1, 1, 512), (0, 512));
+    }
+
+    #[test]
+    fn the_full_update_comes_last_and_its_loss_covers_the_whole_trial() {
+        let plan = rollout_updates(512, 4, 1);
+        assert_eq!(plan.len(), 5);
+        let collected: usize = plan.iter().map(|p| p.collect).sum();
+        assert_eq!(collected, 512);
+        for (k, p) in plan[..4].iter().enumerate() {
+            assert_eq!((p.loss_start, p.end), partial_update_range(k + 1, 4, 512));
+        }
+        let last = plan[4];
+        assert_eq!((last.collect, last.loss_start, last.end), (0, 0, 512));
+        // Without it, the last update's loss is the newest segment only.
+        let plan = rollout_updates(512, 4, 0);
+        assert_eq!(plan.len(), 4);
+        assert_eq!((plan[3].loss_start, plan[3].end), (384, 512));
+        // U = 1 with the full update trains the whole trial twice.
+        let plan = rollout_updates(64, 1, 1);
+        assert_eq!(
+            plan.iter()
+                .map(|p| (p.collect, p.loss_start, p.end))
+                .collect::<Vec<_>>(),
+            vec![(64, 0, 64), (0, 0, 64)]
+        );
     }
 
     #[test]

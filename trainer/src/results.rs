@@ -13,7 +13,8 @@ use crate::stats::MeanCi;
 pub struct CurvePoint {
     /// Episode index within the trial (1-based, as plotted).
     pub episode: usize,
-    /// Return of that episode over all trials.
+    /// Return of that episode: mean over all trials, interval over tasks (trials clustered by
+    /// task; `n` = tasks).
     pub ret: MeanCi,
     /// Success rate of that episode (for envs that define success).
     pub success: Option<MeanCi>,
@@ -49,7 +50,8 @@ pub struct EvalResult {
 }
 
 impl EvalResult {
-    /// Mean return of episodes `from..=to` (1-based, inclusive) per trial, summarised.
+    /// Mean return of episodes `from..=to` (1-based, inclusive) per trial, summarised with the
+    /// interval clustered by task.
     pub fn mean_over_episodes(&self, from: usize, to: usize) -> MeanCi {
         let per_trial: Vec<f64> = self
             .returns
@@ -59,7 +61,7 @@ impl EvalResult {
                 span.iter().sum::<f64>() / span.len().max(1) as f64
             })
             .collect();
-        MeanCi::of(&per_trial)
+        crate::stats::clustered_by_task(&per_trial, self.tasks)
     }
 }
 
@@ -83,10 +85,20 @@ pub struct OfflineResult {
     /// context; without one the model can only guess, which bounds the return).
     #[serde(default)]
     pub contexts_with_reward: usize,
-    /// One-episode return acting greedily, over the contexts.
+    /// One-episode return acting greedily, over all contexts (interval clustered by task).
+    /// A greedy DPT can only score where the context shows the goal, so this is capped by the
+    /// share `contexts_with_reward / contexts`; see `greedy_with_goal`.
     pub greedy: MeanCi,
-    /// One-episode return sampling from the model at temperature 1.
+    /// One-episode return sampling from the model at temperature 1, over all contexts.
     pub sampled: MeanCi,
+    /// Greedy return over the contexts holding a rewarded transition (on Dark Room: the goal
+    /// is in the context), interval clustered by task. None when no context has one (and in
+    /// files written before this field existed).
+    #[serde(default)]
+    pub greedy_with_goal: Option<MeanCi>,
+    /// Sampled return over the same contexts.
+    #[serde(default)]
+    pub sampled_with_goal: Option<MeanCi>,
     /// Return of the transitions in each context, per episode-length of transitions
     /// (reward sum x horizon / context length): what the dataset itself scores.
     pub dataset: MeanCi,

@@ -17,8 +17,23 @@ use super::load::{prefixed, Validate};
 pub struct Config {
     /// Short name of the experiment; part of the run folder's name.
     pub name: String,
-    /// Master seed: environments, model initialisation, sampling and shuffles derive from it.
+    /// Master seed. The init seed and the experience seed are equal to it unless set
+    /// ([`Config::init_seed`], [`Config::experience_seed`]): runs that set neither reproduce
+    /// the runs made before the two were split.
     pub seed: u64,
+    /// Seed of the model's initial weights and of the learner's own randomness (optimiser,
+    /// minibatch order, depth-dropout draws). None = `seed`. Two runs with the same init seed
+    /// start from identical shared weights, whatever their sink or position variant
+    /// (variant-only parameters come from their own generator, agent/src/transformer.rs).
+    pub init_seed: Option<u64>,
+    /// Seed of the experience: the tasks drawn for trials, the environments' own randomness
+    /// (random starts, noise), action sampling and episode shuffles. None = `seed`.
+    pub experience_seed: Option<u64>,
+    /// Train on the Validation tasks as well as on Train (the papers' whole training part, e.g.
+    /// DPT's 80 Dark Room goals). false (the default): Validation stays unseen, so it can be
+    /// used to tune settings. A run with true must not be evaluated on Validation (refused).
+    /// Relic and Rl2 only (DPT's and AD's datasets are generated from Train).
+    pub train_on_validation: bool,
     /// The environment and its task distribution.
     pub env: EnvConfig,
     /// The policy network.
@@ -42,6 +57,9 @@ impl Default for Config {
         Config {
             name: "default".to_string(),
             seed: 0,
+            init_seed: None,
+            experience_seed: None,
+            train_on_validation: false,
             env: EnvConfig::from_name("darkroom").expect("darkroom is a known env"),
             model: ModelConfig::default(),
             method: Method::Relic(PpoConfig::default()),
@@ -55,6 +73,28 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The seed of the initial weights and of the learner's randomness (`init_seed`, else
+    /// `seed`).
+    pub fn init_seed(&self) -> u64 {
+        self.init_seed.unwrap_or(self.seed)
+    }
+
+    /// The seed of the experience: tasks, env randomness, action sampling (`experience_seed`,
+    /// else `seed`).
+    pub fn experience_seed(&self) -> u64 {
+        self.experience_seed.unwrap_or(self.seed)
+    }
+
+    /// The task splits training draws from: Train, and Validation with
+    /// `train_on_validation`.
+    pub fn training_splits(&self) -> Vec<envs::Split> {
+        if self.train_on_validation {
+            vec![envs::Split::Train, envs::Split::Validation]
+        } else {
+            vec![envs::Split::Train]
+        }
+    }
+
     /// Short method name for run folders and reports.
     pub fn method_name(&self) -> &'static str {
         match &self.method {
@@ -103,10 +143,17 @@ pub struct PpoConfig {
     /// After a partial update, shuffle each env's completed episodes inside its context (the
     /// running episode stays last) before the cache is recomputed.
     pub shuffle_episodes: bool,
-    /// Let returns flow across episode ends inside a trial (true: the trial is the RL
-    /// episode, as in-context RL needs, so exploring early pays later). false: each episode is
-    /// its own RL episode (terminations cut the return; truncations are treated as terminal) —
-    /// use it with `model.inter_episode_attention: false` for the single-episode baseline.
+    /// One more update after the `updates_per_rollout` partial ones, over the whole trial with
+    /// the loss on every step [0, T) (official ReLIC: `full_updates_per_rollout: 1`, so every
+    /// token is trained twice per rollout). 0 or 1. With `updates_per_rollout: 1` it is a second
+    /// update over the same trial.
+    pub full_updates_per_rollout: usize,
+    /// Let returns flow across episode ends inside a trial. false (official ReLIC: GAE masks =
+    /// not done, and Dark Room signals done at its horizon): each episode is its own RL episode,
+    /// advantages stop at every episode end (terminations and truncations alike). true: the
+    /// trial is the RL episode, so exploring in an early episode is credited with the reward of
+    /// later ones (an ablation variant). The single-episode baseline uses false with
+    /// `model.inter_episode_attention: false`.
     pub returns_across_episodes: bool,
     /// Passes over the collected data per update.
     pub epochs: usize,
@@ -152,7 +199,8 @@ impl Default for PpoConfig {
             rollout_len: 512,
             updates_per_rollout: 4,
             shuffle_episodes: true,
-            returns_across_episodes: true,
+            full_updates_per_rollout: 1,
+            returns_across_episodes: false,
             epochs: 4,
             minibatches: 4,
             grad_accum: 1,
@@ -193,6 +241,12 @@ impl Validate for PpoConfig {
         }
         if self.total_steps == 0 {
             bad("total_steps", "must be at least 1".into());
+        }
+        if self.full_updates_per_rollout > 1 {
+            bad(
+                "full_updates_per_rollout",
+                format!("must be 0 or 1, got {}", self.full_updates_per_rollout),
+            );
         }
         if self.updates_per_rollout > 0
             && !self.rollout_len.is_multiple_of(self.updates_per_rollout)
@@ -266,13 +320,27 @@ impl Validate for PpoConfig {
     }
 }
 
-/// Which tasks evaluation runs on.
+/// Which tasks evaluation runs on (the env's splits, see `envs::Split`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EvalSplit {
-    /// The held-out tasks.
+    /// The held-out tasks for final numbers. Never tune settings on them.
     Test,
     /// The training tasks.
     Train,
+    /// The held-out tasks for tuning: a fixed part of the training part that a run trains on
+    /// only with `train_on_validation: true` (then evaluating on them is refused).
+    Validation,
+}
+
+impl EvalSplit {
+    /// The env's split.
+    pub fn split(self) -> envs::Split {
+        match self {
+            EvalSplit::Test => envs::Split::Test,
+            EvalSplit::Train => envs::Split::Train,
+            EvalSplit::Validation => envs::Split::Validation,
+        }
+    }
 }
 
 /// In-context evaluation: N trials per task, E episodes per trial, context carried across
@@ -458,9 +526,77 @@ impl Validate for Config {
         }
         out.extend(prefixed("sampler", self.sampler.validate()));
         out.extend(prefixed("eval", self.eval.validate()));
+        if self.train_on_validation && !matches!(self.method, Method::Relic(_) | Method::Rl2(_)) {
+            out.push((
+                "train_on_validation".to_string(),
+                format!(
+                    "is supported by Relic and Rl2 only; {} trains on the Train split",
+                    self.method_name()
+                ),
+            ));
+        }
+        if self.train_on_validation && self.eval.split == EvalSplit::Validation {
+            out.push((
+                "eval.split".to_string(),
+                "Validation, but train_on_validation is true: the run trains on the \
+                 Validation tasks, so its Validation scores would not be held out"
+                    .to_string(),
+            ));
+        }
         out.extend(prefixed("checkpoint", self.checkpoint.validate()));
         out.extend(prefixed("runtime", self.runtime.validate()));
         out.extend(super::limits::problems(self));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_and_experience_seeds_default_to_seed_and_can_be_set_apart() {
+        let mut cfg = Config {
+            seed: 7,
+            ..Config::default()
+        };
+        assert_eq!((cfg.init_seed(), cfg.experience_seed()), (7, 7));
+        cfg.init_seed = Some(3);
+        assert_eq!((cfg.init_seed(), cfg.experience_seed()), (3, 7));
+        cfg.experience_seed = Some(11);
+        assert_eq!((cfg.init_seed(), cfg.experience_seed()), (3, 11));
+    }
+
+    #[test]
+    fn ppo_defaults_follow_the_official_recipe_and_full_updates_are_0_or_1() {
+        let ppo = PpoConfig::default();
+        assert_eq!(ppo.full_updates_per_rollout, 1);
+        assert!(!ppo.returns_across_episodes);
+        assert!(ppo.validate().is_empty());
+        let two = PpoConfig {
+            full_updates_per_rollout: 2,
+            ..PpoConfig::default()
+        };
+        let problems = two.validate();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "full_updates_per_rollout");
+    }
+
+    #[test]
+    fn validation_scores_are_refused_for_a_run_that_trains_on_validation() {
+        let mut cfg = Config::default();
+        cfg.eval.split = EvalSplit::Validation;
+        assert!(cfg.validate().is_empty());
+        assert_eq!(cfg.training_splits(), vec![envs::Split::Train]);
+        cfg.train_on_validation = true;
+        assert_eq!(
+            cfg.training_splits(),
+            vec![envs::Split::Train, envs::Split::Validation]
+        );
+        let problems = cfg.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "eval.split");
+        cfg.eval.split = EvalSplit::Test;
+        assert!(cfg.validate().is_empty());
     }
 }

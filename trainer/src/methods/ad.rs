@@ -152,7 +152,7 @@ pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
     let cfg = run.config.clone();
     let device = run.device;
     let dataset: Dataset = data::ensure(&cfg.env, &ad.data, &crate::run::dir::runs_dir(&run.dir))?;
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.init_seed() as i64);
     let (mut vs, model) = build(&cfg, device)?;
     let mut opt = Adam::new(&vs, 0.9, 0.99, 1e-8, ad.weight_decay);
     let mut state = TrainState::default();
@@ -169,8 +169,11 @@ pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
     let (mut loss_sum, mut n_sum, mut window_steps) = (0.0, 0u64, 0u64);
     let mut window_start = std::time::Instant::now();
     while state.steps < ad.steps {
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(seeds::iteration_seed(cfg.seed, STEP_SALT, state.steps));
+        let mut rng = ChaCha8Rng::seed_from_u64(seeds::iteration_seed(
+            cfg.init_seed(),
+            STEP_SALT,
+            state.steps,
+        ));
         let picks = sample_windows(
             &mut rng,
             dataset.len(),

@@ -487,7 +487,7 @@ pub fn evaluate(run: &mut Run, cfg: &BanditBaselinesConfig) -> Result<PathBuf> {
         &bandit,
         cfg,
         &tasks,
-        comparison_seed(run.config.seed),
+        comparison_seed(run.config.experience_seed()),
         0,
         None,
     )?;

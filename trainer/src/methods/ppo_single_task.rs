@@ -85,35 +85,45 @@ fn mlp(p: nn::Path, input: usize, hidden: usize, out: usize) -> nn::Sequential {
         .add(nn::linear(&p / "out", h, out as i64, Default::default()))
 }
 
-/// Learns one task from scratch; returns each env's episode returns in order.
+/// The (init, experience) seeds of the learner of (`task`, `trial`): each of the run's two
+/// seeds mixed with the task and the trial.
+fn learner_seeds(cfg: &Config, task: TaskId, trial: usize) -> (u64, u64) {
+    let mix = |seed: u64| envs::rng::mix64(seed ^ envs::rng::mix64(task) ^ (trial as u64) << 32);
+    (mix(cfg.init_seed()), mix(cfg.experience_seed()))
+}
+
+/// Learns one task from scratch; returns each env's episode returns in order. `init_seed`
+/// seeds the weights and the minibatch order, `experience_seed` the envs and the actions.
+#[allow(clippy::too_many_arguments)]
 pub fn learn_task(
     env: &EnvConfig,
     c: &PpoTaskConfig,
     task: TaskId,
     min_episodes: usize,
-    seed: u64,
+    init_seed: u64,
+    experience_seed: u64,
     device: Device,
     mut on_update: impl FnMut(f64, f64, f64) -> Result<()>,
 ) -> Result<Vec<Vec<f64>>> {
     let spec = env.spec();
     let n = c.num_envs;
     let t_len = c.rollout_len;
-    tch::manual_seed(seed as i64);
+    tch::manual_seed(init_seed as i64);
     let vs = VarStore::new(device);
     let f = feature_dim(&spec, c.image_pool);
     let actor = mlp(vs.root() / "actor", f, c.hidden, spec.num_actions);
     let critic = mlp(vs.root() / "critic", f, c.hidden, 1);
     let mut opt = Adam::new(&vs, 0.9, 0.999, c.ppo.adam_eps, 0.0);
     let loss_cfg = PpoLossConfig::from(&c.ppo);
-    let mut venv = env.build(seed, 0, n)?;
+    let mut venv = env.build(experience_seed, 0, n)?;
     for slot in 0..n {
         venv.set_task(slot, task)?;
     }
     let mut obs = ObsBatch::new(&spec, n);
     venv.reset(&mut obs);
     let mut out = StepBatch::new(&spec, n);
-    let mut streams = SlotStreams::new(seed, n);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut streams = SlotStreams::new(experience_seed, n);
+    let mut rng = ChaCha8Rng::seed_from_u64(init_seed);
     let mut running = vec![0.0f64; n];
     let mut finished: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut steps = 0u64;
@@ -301,7 +311,7 @@ pub fn train(run: &mut Run, c: &PpoTaskConfig) -> Result<()> {
     bar.set_position(state.curves.len() as u64);
     run::install_interrupt_handler();
     for (k, &(task, trial)) in jobs.iter().enumerate().skip(state.curves.len()) {
-        let seed = learner_seed(cfg.seed, task, trial);
+        let (init_seed, experience_seed) = learner_seeds(&cfg, task, trial);
         let logger = &mut run.logger;
         let updates = &mut state.updates;
         let per_env = learn_task(
@@ -309,7 +319,8 @@ pub fn train(run: &mut Run, c: &PpoTaskConfig) -> Result<()> {
             c,
             task,
             cfg.eval.episodes_per_trial,
-            seed,
+            init_seed,
+            experience_seed,
             run.device,
             |p, v, e| {
                 *updates += 1;
@@ -342,11 +353,6 @@ pub fn train(run: &mut Run, c: &PpoTaskConfig) -> Result<()> {
     let json = write_result(run, &cfg, &state.curves)?;
     eprintln!("PPO per task: {}", json.display());
     Ok(())
-}
-
-/// The seed of the learner of (`task`, `trial`) in a run seeded `run_seed`.
-fn learner_seed(run_seed: u64, task: TaskId, trial: usize) -> u64 {
-    envs::rng::mix64(run_seed ^ envs::rng::mix64(task) ^ (trial as u64) << 32)
 }
 
 /// (task, trial) pairs in order.
@@ -387,13 +393,14 @@ fn write_result(run: &mut Run, cfg: &Config, curves: &[Vec<f64>]) -> Result<Path
 pub fn evaluate(run: &mut Run, cfg: &Config, c: &PpoTaskConfig) -> Result<PathBuf> {
     let mut curves = Vec::new();
     for (task, trial) in jobs(cfg)? {
-        let seed = learner_seed(cfg.seed, task, trial);
+        let (init_seed, experience_seed) = learner_seeds(cfg, task, trial);
         let per_env = learn_task(
             &cfg.env,
             c,
             task,
             cfg.eval.episodes_per_trial,
-            seed,
+            init_seed,
+            experience_seed,
             run.device,
             |_, _, _| Ok(()),
         )?;
@@ -419,7 +426,7 @@ mod tests {
             hidden: 8,
             ..PpoTaskConfig::default()
         };
-        let per_env = learn_task(&env, &c, 5, 7, 1, Device::Cpu, |_, _, _| Ok(())).unwrap();
+        let per_env = learn_task(&env, &c, 5, 7, 1, 1, Device::Cpu, |_, _, _| Ok(())).unwrap();
         assert_eq!(per_env.len(), 3);
         for r in &per_env {
             assert!(r.len() >= 7, "{r:?}");

@@ -8,18 +8,24 @@
 //!    task each. It is collected in `updates_per_rollout` (U) segments of T/U steps.
 //! 3. After segment k, [`ppo_update`] trains on the whole prefix `[0, k*T/U)`: values of the
 //!    prefix and the bootstrap value of the next observation come from one no-grad forward,
-//!    GAE runs over the whole prefix (returns flow across episode ends: the trial is the RL
-//!    episode), and the clipped PPO loss is masked to the newest segment. Behaviour log-probs
-//!    are the ones recorded while acting (not recomputed).
+//!    GAE runs over the whole prefix (stopping at every episode end, as the official code does,
+//!    unless `returns_across_episodes` lets returns flow across them), and the clipped PPO loss
+//!    is masked to the newest segment. Behaviour log-probs are the ones recorded while acting
+//!    (not recomputed).
 //! 4. Between segments, completed episodes inside each env's context are optionally shuffled
 //!    (the running episode stays last) and the KV cache is recomputed with the new policy, so
 //!    sampling continues from the updated parameters.
-//! 5. At the trial's end everything resets: new tasks, empty contexts. Metrics, evaluation and
+//! 5. After the U partial updates, with `full_updates_per_rollout: 1` (official ReLIC), one more
+//!    update over the whole trial with the loss on every step [0, T): every step is trained
+//!    twice per rollout ([`ppo_math::rollout_updates`] lists a rollout's updates).
+//! 6. At the trial's end everything resets: new tasks, empty contexts. Metrics, evaluation and
 //!    checkpoints happen at rollout boundaries.
 //!
-//! Every random draw of rollout r (tasks, env randomness, action sampling, minibatch order,
-//! episode shuffles, dropout) is seeded from (seed, r), so a run resumed from the checkpoint
-//! after rollout r reproduces the uninterrupted run exactly on CPU.
+//! Randomness comes from two seeds ([`crate::config::Config::init_seed`] and
+//! `experience_seed`): the initial weights and the learner's draws of rollout r (minibatch
+//! order, depth dropout) from (init seed, r); the experience of rollout r (tasks, env
+//! randomness, action sampling, episode shuffles) from (experience seed, r). A run resumed from
+//! the checkpoint after rollout r reproduces the uninterrupted run exactly on CPU.
 
 use anyhow::Result;
 use rand::seq::SliceRandom;
@@ -30,7 +36,6 @@ use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
 use agent::ActorCritic;
-use envs::Split;
 use sampler::{CollectStats, ModelPolicy, RolloutStorage, Sampler};
 
 use crate::config::PpoConfig;
@@ -81,7 +86,7 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
     let cfg = run.config.clone();
     let spec = cfg.env.spec();
     let device = run.device;
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.init_seed() as i64);
     let mut vs = VarStore::new(device);
     let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec))?;
     let mut opt = Adam::new(&vs, 0.9, 0.999, ppo.adam_eps, 0.0);
@@ -95,9 +100,10 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
             state.env_steps
         );
     }
-    let (t_len, u) = (ppo.rollout_len, ppo.updates_per_rollout);
+    let t_len = ppo.rollout_len;
     let b = ppo.num_envs;
-    let segment = t_len / u;
+    let plan =
+        ppo_math::rollout_updates(t_len, ppo.updates_per_rollout, ppo.full_updates_per_rollout);
     let mut storage = RolloutStorage::new(&spec, b, t_len, device)?;
     let boundaries = if ppo.returns_across_episodes {
         Boundaries::Trial
@@ -110,28 +116,32 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
 
     while state.env_steps < ppo.total_steps {
         // --- one rollout: a trial of T steps in every env slot, on freshly drawn tasks ---
-        let seed = seeds::iteration_seed(cfg.seed, ROLLOUT_SALT, state.rollouts);
-        tch::manual_seed(seed as i64);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, b, seed)?;
-        let tasks = sampler.sample_tasks(Split::Train, &mut rng)?;
+        let experience_seed =
+            seeds::iteration_seed(cfg.experience_seed(), ROLLOUT_SALT, state.rollouts);
+        let learner_seed = seeds::iteration_seed(cfg.init_seed(), ROLLOUT_SALT, state.rollouts);
+        tch::manual_seed(learner_seed as i64);
+        let mut experience_rng = ChaCha8Rng::seed_from_u64(experience_seed);
+        let mut learner_rng = ChaCha8Rng::seed_from_u64(learner_seed);
+        let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, b, experience_seed)?;
+        let tasks = sampler.sample_tasks_in(&cfg.training_splits(), &mut experience_rng)?;
         sampler.start_trials(&tasks, &mut storage)?;
         let mut policy = ModelPolicy::with_inference(
             &model,
             &sampler.act_groups(),
             t_len,
-            seed,
+            experience_seed,
             cfg.sampler.inference,
         )?;
         let mut rollout_stats = CollectStats::default();
         let started = std::time::Instant::now();
         let mut update_seconds = 0.0;
         let mut refresh_seconds = 0.0;
-        for k in 1..=u {
-            let (loss_start, end) = ppo_math::partial_update_range(k, u, t_len);
-            let stats = sampler.collect(&mut policy, &mut storage, segment)?;
-            state.env_steps += (b * segment) as u64;
-            rollout_stats.merge(&stats);
+        for (i, planned) in plan.iter().enumerate() {
+            if planned.collect > 0 {
+                let stats = sampler.collect(&mut policy, &mut storage, planned.collect)?;
+                state.env_steps += (b * planned.collect) as u64;
+                rollout_stats.merge(&stats);
+            }
 
             let lr = warmup_cosine(
                 state.env_steps,
@@ -142,14 +152,14 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
                 ppo.final_lr,
             );
             let t0 = std::time::Instant::now();
-            let plan = UpdatePlan {
+            let update = UpdatePlan {
                 ppo,
                 boundaries,
-                loss_start,
-                end,
+                loss_start: planned.loss_start,
+                end: planned.end,
                 lr,
             };
-            let metrics = ppo_update(&model, &mut opt, &storage, &plan, &mut rng)?;
+            let metrics = ppo_update(&model, &mut opt, &storage, &update, &mut learner_rng)?;
             update_seconds += t0.elapsed().as_secs_f64();
             state.updates += 1;
             let skipped = (metrics.skipped > 0).then(|| {
@@ -163,15 +173,15 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
                 .record(skipped, "updates", ppo.max_bad_updates)?;
             log_update(&mut run.logger, state.env_steps, lr, &metrics)?;
 
-            if k < u {
+            if plan.get(i + 1).is_some_and(|next| next.collect > 0) {
                 // Continue the trial with the updated policy: optionally shuffle the completed
                 // episodes in each context, then rebuild the KV cache over the prefix.
                 if ppo.shuffle_episodes {
-                    storage.shuffle_completed_episodes(&mut rng)?;
+                    storage.shuffle_completed_episodes(&mut experience_rng)?;
                 }
                 let _guard = tch::no_grad_guard();
                 let t0 = std::time::Instant::now();
-                policy.refresh(&storage, end, PREFILL_CHUNK)?;
+                policy.refresh(&storage, planned.end, PREFILL_CHUNK)?;
                 refresh_seconds += t0.elapsed().as_secs_f64();
             }
             bar.set_position(state.env_steps.min(ppo.total_steps));
@@ -203,7 +213,8 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
             optimiser: &opt,
             state: &state,
         };
-        run.checkpoint_if_due(state.updates - u as u64..state.updates, done, &snapshot)?;
+        let updates_this_rollout = state.updates - plan.len() as u64..state.updates;
+        run.checkpoint_if_due(updates_this_rollout, done, &snapshot)?;
         run.logger.flush()?;
         run.stop_if_interrupted(state.env_steps, &bar)?;
     }
@@ -563,6 +574,57 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.skipped, m.minibatches);
+    }
+
+    /// The rollout's last update (the full one) puts its loss on every step [0, T): a poisoned
+    /// behaviour log-prob at step 0 or at step T - 1 makes every minibatch non-finite, while the
+    /// last partial update never reads step 0.
+    #[test]
+    fn the_full_update_puts_the_loss_on_every_step_of_the_trial() {
+        let Fixture {
+            ppo,
+            model,
+            mut opt,
+            mut sampler,
+            mut storage,
+            ..
+        } = fixture(2, &[0; 4]);
+        let t_len = ppo.rollout_len;
+        let plan =
+            ppo_math::rollout_updates(t_len, ppo.updates_per_rollout, ppo.full_updates_per_rollout);
+        assert_eq!(ppo.full_updates_per_rollout, 1, "the default");
+        let (last_partial, full) = (plan[plan.len() - 2], plan[plan.len() - 1]);
+        let spec = tiny().0.env.spec();
+        let mut policy = RandomPolicy::new(spec.num_actions, ppo.num_envs, 3).unwrap();
+        sampler.collect(&mut policy, &mut storage, t_len).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut skipped = |storage: &RolloutStorage, p: ppo_math::PlannedUpdate| {
+            let update = UpdatePlan {
+                ppo: &ppo,
+                boundaries: Boundaries::Episode,
+                loss_start: p.loss_start,
+                end: p.end,
+                lr: 0.0,
+            };
+            let m = ppo_update(&model, &mut opt, storage, &update, &mut rng).unwrap();
+            (m.skipped, m.minibatches)
+        };
+        let clean = storage.logprob.copy();
+        for poisoned in [0, t_len - 1] {
+            storage.logprob.copy_(&clean);
+            let _ = storage
+                .logprob
+                .narrow(1, poisoned as i64, 1)
+                .fill_(f64::NAN);
+            let (s, n) = skipped(&storage, full);
+            assert_eq!(
+                s, n,
+                "step {poisoned} poisoned: the full update must read it"
+            );
+        }
+        storage.logprob.copy_(&clean);
+        let _ = storage.logprob.narrow(1, 0, 1).fill_(f64::NAN);
+        assert_eq!(skipped(&storage, last_partial).0, 0);
     }
 
     #[test]

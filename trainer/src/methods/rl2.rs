@@ -30,7 +30,6 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use agent::GruPolicy;
-use envs::Split;
 use sampler::{CollectStats, Policy, PolicyOutput, RolloutStorage, Sampler, SlotStreams};
 
 use crate::config::{Config, Rl2Config};
@@ -159,7 +158,7 @@ pub fn train(run: &mut Run, c: &Rl2Config) -> Result<()> {
     let cfg = run.config.clone();
     let spec = cfg.env.spec();
     let device = run.device;
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.init_seed() as i64);
     let (mut vs, model) = build(&cfg, c, device)?;
     let mut opt = Adam::new(&vs, 0.9, 0.999, c.ppo.adam_eps, 0.0);
     let mut state = TrainState::default();
@@ -180,15 +179,20 @@ pub fn train(run: &mut Run, c: &Rl2Config) -> Result<()> {
 
     while state.env_steps < c.total_steps {
         // --- one rollout: a trial of `episodes_per_trial` episodes per slot ---
-        let seed = seeds::iteration_seed(cfg.seed, ROLLOUT_SALT, state.rollouts);
-        tch::manual_seed(seed as i64);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // Experience (tasks, envs, actions) from the experience seed; minibatch order and
+        // libtorch's draws from the init seed.
+        let experience_seed =
+            seeds::iteration_seed(cfg.experience_seed(), ROLLOUT_SALT, state.rollouts);
+        let learner_seed = seeds::iteration_seed(cfg.init_seed(), ROLLOUT_SALT, state.rollouts);
+        tch::manual_seed(learner_seed as i64);
+        let mut experience_rng = ChaCha8Rng::seed_from_u64(experience_seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(learner_seed);
         let started = std::time::Instant::now();
         let stats = {
-            let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, b, seed)?;
-            let tasks = sampler.sample_tasks(Split::Train, &mut rng)?;
+            let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, b, experience_seed)?;
+            let tasks = sampler.sample_tasks_in(&cfg.training_splits(), &mut experience_rng)?;
             sampler.start_trials(&tasks, &mut storage)?;
-            let mut actor = GruActor::new(&model, b, seed, false);
+            let mut actor = GruActor::new(&model, b, experience_seed, false);
             sampler.collect(&mut actor, &mut storage, t_len)?
         };
         state.env_steps += (b * t_len) as u64;
@@ -442,7 +446,7 @@ pub fn eval_result(model: &GruPolicy, cfg: &Config, step: u64) -> Result<EvalRes
         .flat_map(|&t| std::iter::repeat_n(t, cfg.eval.trials_per_task))
         .collect();
     let spec = cfg.env.spec();
-    let seed = seeds::eval_seed(cfg.seed);
+    let seed = seeds::eval_seed(cfg.experience_seed());
     let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, trial_tasks.len(), seed)?;
     let max_steps = cfg.eval.episodes_per_trial * spec.horizon;
     let device = model.initial_state(1).device();

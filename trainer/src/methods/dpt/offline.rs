@@ -38,7 +38,7 @@ pub fn offline_contexts(cfg: &Config, dpt: &DptConfig) -> Result<Vec<Record>> {
         &cfg.env,
         &data,
         &tasks,
-        envs::rng::mix64(cfg.seed ^ 0x0FF1_1E00),
+        envs::rng::mix64(cfg.experience_seed() ^ 0x0FF1_1E00),
     )
 }
 
@@ -112,8 +112,27 @@ pub fn offline_returns(
     Ok(returns)
 }
 
+/// `values[i]` over the contexts with `keep[i]`, clustered by the contexts' tasks (contexts of
+/// one task are not independent): the mean over tasks of each task's mean over its kept
+/// contexts, with the interval over tasks. None when no context is kept.
+pub fn by_task(records: &[Record], values: &[f64], keep: &[bool]) -> Option<MeanCi> {
+    let mut clusters: Vec<(envs::TaskId, Vec<f64>)> = Vec::new();
+    for ((r, &v), _) in records.iter().zip(values).zip(keep).filter(|(_, &k)| k) {
+        match clusters.iter_mut().find(|c| c.0 == r.task) {
+            Some(c) => c.1.push(v),
+            None => clusters.push((r.task, vec![v])),
+        }
+    }
+    if clusters.is_empty() {
+        return None;
+    }
+    let clusters: Vec<Vec<f64>> = clusters.into_iter().map(|c| c.1).collect();
+    Some(crate::stats::clustered_mean_ci(&clusters))
+}
+
 /// Offline evaluation at `step`: writes `offline/<step>.json` (or, on bandits, the comparison
-/// with the classic algorithms) and logs `eval/offline_return_{greedy,sampled}`.
+/// with the classic algorithms) and logs `eval/offline_return_{greedy,sampled}` and
+/// `eval/offline_return_greedy_goal_in_context`.
 pub fn offline(run: &mut Run, model: &DptNet, dpt: &DptConfig, step: u64) -> Result<PathBuf> {
     let cfg = run.config.clone();
     if let EnvConfig::Bandit(bandit) = &cfg.env {
@@ -121,7 +140,7 @@ pub fn offline(run: &mut Run, model: &DptNet, dpt: &DptConfig, step: u64) -> Res
         return Ok(path);
     }
     let records = offline_contexts(&cfg, dpt)?;
-    let seed = envs::rng::mix64(cfg.seed ^ 0x0FF1_1E01);
+    let seed = envs::rng::mix64(cfg.experience_seed() ^ 0x0FF1_1E01);
     let greedy = offline_returns(model, &cfg.env, &records, true, seed, run.device)?;
     let sampled = offline_returns(model, &cfg.env, &records, false, seed, run.device)?;
     let horizon = cfg.env.spec().horizon as f64;
@@ -130,6 +149,11 @@ pub fn offline(run: &mut Run, model: &DptNet, dpt: &DptConfig, step: u64) -> Res
         .map(|r| r.reward.iter().map(|&x| x as f64).sum::<f64>() * horizon / r.reward.len() as f64)
         .collect();
     let tasks = eval::eval_tasks(&cfg.env, &cfg.eval)?.len();
+    let with_goal: Vec<bool> = records
+        .iter()
+        .map(|r| r.reward.iter().any(|&x| x > 0.0))
+        .collect();
+    let all = vec![true; records.len()];
     let result = OfflineResult {
         step,
         env: cfg.env.name().to_string(),
@@ -140,8 +164,10 @@ pub fn offline(run: &mut Run, model: &DptNet, dpt: &DptConfig, step: u64) -> Res
             .iter()
             .filter(|r| r.reward.iter().any(|&x| x > 0.0))
             .count(),
-        greedy: MeanCi::of(&greedy),
-        sampled: MeanCi::of(&sampled),
+        greedy: by_task(&records, &greedy, &all).unwrap_or(MeanCi::of(&greedy)),
+        sampled: by_task(&records, &sampled, &all).unwrap_or(MeanCi::of(&sampled)),
+        greedy_with_goal: by_task(&records, &greedy, &with_goal),
+        sampled_with_goal: by_task(&records, &sampled, &with_goal),
         dataset: MeanCi::of(&dataset),
         greedy_returns: greedy,
         sampled_returns: sampled,
@@ -160,6 +186,14 @@ pub fn offline(run: &mut Run, model: &DptNet, dpt: &DptConfig, step: u64) -> Res
         .scalar("eval/offline_return_greedy", step, result.greedy.mean)?;
     run.logger
         .scalar("eval/offline_return_sampled", step, result.sampled.mean)?;
+    if let Some(m) = result.greedy_with_goal {
+        run.logger
+            .scalar("eval/offline_return_greedy_goal_in_context", step, m.mean)?;
+        eprintln!(
+            "offline at step {step}: greedy over the {} contexts that contain the goal: {:.1} +- {:.1}",
+            result.contexts_with_reward, m.mean, m.ci95
+        );
+    }
     eprintln!(
         "offline at step {step}: greedy {:.1} +- {:.1}, sampled {:.1} +- {:.1} over {} contexts ({} with a reward; dataset {:.1})",
         result.greedy.mean,
@@ -239,9 +273,39 @@ fn compare_with_dpt(
         bandit,
         &cmp,
         &tasks,
-        bandit::comparison_seed(run.config.seed),
+        bandit::comparison_seed(run.config.experience_seed()),
         step,
         Some(&learner),
     )?;
     bandit::write(run, &report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offline_scores_over_contexts_with_the_goal_are_clustered_by_task() {
+        let record = |task: u64, rewarded: bool| Record {
+            task,
+            reward: vec![if rewarded { 1.0 } else { 0.0 }],
+            ..Record::default()
+        };
+        // Task 1: contexts scoring 90 (goal seen) and 0 (not); task 2: 60 (seen), 30 (seen).
+        let records = [
+            record(1, true),
+            record(1, false),
+            record(2, true),
+            record(2, true),
+        ];
+        let values = [90.0, 0.0, 60.0, 30.0];
+        let keep: Vec<bool> = records.iter().map(|r| r.reward[0] > 0.0).collect();
+        let all = by_task(&records, &values, &[true; 4]).unwrap();
+        assert_eq!(all.n, 2);
+        assert!((all.mean - 45.0).abs() < 1e-12); // task means 45 and 45
+        let seen = by_task(&records, &values, &keep).unwrap();
+        assert_eq!(seen.n, 2);
+        assert!((seen.mean - 67.5).abs() < 1e-12); // task means 90 and 45
+        assert!(by_task(&records, &values, &[false; 4]).is_none());
+    }
 }

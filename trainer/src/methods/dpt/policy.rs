@@ -308,7 +308,7 @@ pub fn online_result(
         .flat_map(|&t| std::iter::repeat_n(t, cfg.eval.trials_per_task))
         .collect();
     let spec = cfg.env.spec();
-    let seed = crate::run::seeds::eval_seed(cfg.seed);
+    let seed = crate::run::seeds::eval_seed(cfg.experience_seed());
     let mut sampler = Sampler::new(&cfg.env, &cfg.sampler, trial_tasks.len(), seed)?;
     let max_steps = cfg.eval.episodes_per_trial * spec.horizon;
     let mut storage =

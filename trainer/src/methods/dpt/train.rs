@@ -34,7 +34,7 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
     let cfg = run.config.clone();
     let device = run.device;
     let dataset = data::ensure(&cfg.env, &dpt.data, &run::dir::runs_dir(&run.dir))?;
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.init_seed() as i64);
     let (mut vs, model) = new_model(&cfg, dpt, device)?;
     let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-8, dpt.weight_decay);
     let mut state = TrainState::default();
@@ -54,8 +54,11 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
 
     while state.steps < dpt.steps {
         // --- one optimiser step on a batch drawn with a generator seeded by (seed, step) ---
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(seeds::iteration_seed(cfg.seed, STEP_SALT, state.steps));
+        let mut rng = ChaCha8Rng::seed_from_u64(seeds::iteration_seed(
+            cfg.init_seed(),
+            STEP_SALT,
+            state.steps,
+        ));
         let views: Vec<RecordView<'_>> = (0..dpt.batch_size)
             .map(|_| dataset.record(rng.random_range(0..dataset.len())))
             .collect::<Result<_>>()?;
