@@ -144,7 +144,7 @@ fn every_experiment_file_parses_and_resolves() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("18 run(s)"), "{stdout}");
+    assert!(stdout.contains("60 run(s)"), "{stdout}"); // 6 variants x 10 seeds
     assert!(stdout.contains("k0v0__s2"), "{stdout}");
     assert!(stdout.contains("runtime.torch_threads="), "{stdout}");
 }

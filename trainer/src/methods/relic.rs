@@ -81,6 +81,17 @@ pub struct UpdateMetrics {
 /// The salt of ReLIC's rollout seeds ([`seeds::iteration_seed`]).
 const ROLLOUT_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// The seeds of rollout `rollout`: (experience, learner). The experience seed (tasks, env
+/// randomness, action sampling, episode shuffles) comes from the config's experience seed
+/// only, the learner's (minibatch order, libtorch's draws such as dropout) from its init seed
+/// only, so variants that share one and differ in the other are paired.
+pub fn rollout_seeds(cfg: &crate::config::Config, rollout: u64) -> (u64, u64) {
+    (
+        seeds::iteration_seed(cfg.experience_seed(), ROLLOUT_SALT, rollout),
+        seeds::iteration_seed(cfg.init_seed(), ROLLOUT_SALT, rollout),
+    )
+}
+
 /// Trains ReLIC as configured in `run.config` with `ppo`.
 pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
     let cfg = run.config.clone();
@@ -116,9 +127,7 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
 
     while state.env_steps < ppo.total_steps {
         // --- one rollout: a trial of T steps in every env slot, on freshly drawn tasks ---
-        let experience_seed =
-            seeds::iteration_seed(cfg.experience_seed(), ROLLOUT_SALT, state.rollouts);
-        let learner_seed = seeds::iteration_seed(cfg.init_seed(), ROLLOUT_SALT, state.rollouts);
+        let (experience_seed, learner_seed) = rollout_seeds(&cfg, state.rollouts);
         tch::manual_seed(learner_seed as i64);
         let mut experience_rng = ChaCha8Rng::seed_from_u64(experience_seed);
         let mut learner_rng = ChaCha8Rng::seed_from_u64(learner_seed);
@@ -574,6 +583,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.skipped, m.minibatches);
+    }
+
+    #[test]
+    fn experience_and_learner_streams_follow_their_own_seed() {
+        let (mut a, _) = tiny();
+        a.seed = 5;
+        let mut b = a.clone();
+        b.init_seed = Some(99);
+        let (ea, la) = rollout_seeds(&a, 3);
+        let (eb, lb) = rollout_seeds(&b, 3);
+        assert_eq!(ea, eb, "same experience seed: same tasks, envs and actions");
+        assert_ne!(la, lb);
+        let mut c = a.clone();
+        c.experience_seed = Some(99);
+        let (ec, lc) = rollout_seeds(&c, 3);
+        assert_ne!(ea, ec);
+        assert_eq!(
+            la, lc,
+            "same init seed: same minibatch order and dropout draws"
+        );
+        assert_ne!(
+            rollout_seeds(&a, 4).0,
+            ea,
+            "each rollout has its own stream"
+        );
+        // The tasks a rollout draws depend on the experience stream only.
+        let (cfg, ppo) = tiny();
+        let sampler = Sampler::new(&cfg.env, &cfg.sampler, ppo.num_envs, ea).unwrap();
+        let draw = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            sampler
+                .sample_tasks_in(&cfg.training_splits(), &mut rng)
+                .unwrap()
+        };
+        assert_eq!(draw(ea), draw(eb));
+        assert_ne!(draw(ea), draw(ec));
     }
 
     /// The rollout's last update (the full one) puts its loss on every step [0, T): a poisoned
