@@ -1,6 +1,9 @@
 //! A run folder written by an older build (tests/fixtures/old_run, see its README) still
-//! evaluates and resumes with this one, with the same numbers: file formats and checkpoints
-//! are unchanged.
+//! evaluates and resumes with this one: its config, checkpoint (format 1, without the metadata
+//! checksum) and result files are read, and a resumed run keeps the algorithm it was trained
+//! with. The numbers themselves differ since issue 14 (Dark Room's tasks are now split as in
+//! DPT's code, so the run trains and evaluates on other goals), so the tests compare the shape
+//! of every file and the update schedule, not the values.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -62,8 +65,31 @@ fn scalars(files: &[PathBuf], tag: &str) -> Vec<(u64, f64)> {
     out
 }
 
+/// The structure of an evaluation JSON: its protocol fields and the shape of its returns.
+fn shape(eval: &serde_json::Value) -> serde_json::Value {
+    let returns = eval["returns"].as_array().unwrap();
+    for trial in returns {
+        for r in trial.as_array().unwrap() {
+            assert!(r.as_f64().unwrap().is_finite(), "{r}");
+        }
+    }
+    serde_json::json!({
+        "step": eval["step"],
+        "env": eval["env"],
+        "method": eval["method"],
+        "split": eval["split"],
+        "tasks": eval["tasks"],
+        "trials_per_task": eval["trials_per_task"],
+        "episodes_per_trial": eval["episodes_per_trial"],
+        "greedy": eval["greedy"],
+        "curve_points": eval["curve"].as_array().unwrap().len(),
+        "trials": returns.len(),
+        "episodes": returns.iter().map(|t| t.as_array().unwrap().len()).collect::<Vec<_>>(),
+    })
+}
+
 #[test]
-fn an_old_run_folder_evaluates_to_the_same_numbers() {
+fn an_old_run_folder_evaluates() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = copy_of_old_run(tmp.path());
     let out = icrl()
@@ -76,12 +102,11 @@ fn an_old_run_folder_evaluates_to_the_same_numbers() {
     assert_eq!(path, dir.join("eval/000000000256_t3_e5.json"));
     let now = json(&path);
     let then = json(&fixture().join("eval_256_t3_e5.json"));
-    assert_eq!(now["returns"], then["returns"]);
-    assert_eq!(now, then);
+    assert_eq!(shape(&now), shape(&then));
 }
 
 #[test]
-fn an_old_run_folder_resumes_exactly() {
+fn an_old_run_folder_resumes_with_its_algorithm() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = copy_of_old_run(tmp.path());
     let out = icrl()
@@ -90,6 +115,11 @@ fn an_old_run_folder_resumes_exactly() {
         .output()
         .unwrap();
     check(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("continuing without the full update"),
+        "{stderr}"
+    );
     let ckpts: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -98,12 +128,12 @@ fn an_old_run_folder_resumes_exactly() {
         ckpts.contains(&"ckpt_000000000512.safetensors".to_string()),
         "{ckpts:?}"
     );
-    // The final evaluation matches the uninterrupted old run's.
     assert_eq!(
-        json(&dir.join("eval/000000000512.json")),
-        json(&fixture().join("full_run_eval_512.json"))
+        shape(&json(&dir.join("eval/000000000512.json"))),
+        shape(&json(&fixture().join("full_run_eval_512.json")))
     );
-    // So do the losses of the updates after the checkpoint.
+    // The updates after the checkpoint follow the old schedule (no full update was added):
+    // one loss per update, at the same env steps as in the uninterrupted old run.
     let events: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -112,16 +142,19 @@ fn an_old_run_folder_resumes_exactly() {
     assert_eq!(events.len(), 1, "{events:?}");
     let reference = [fixture().join("full_run.tfevents")];
     for tag in ["losses/policy", "losses/value", "losses/entropy"] {
-        let resumed = scalars(&events, tag);
-        let full: Vec<(u64, f64)> = scalars(&reference, tag)
-            .into_iter()
-            .filter(|(step, _)| *step > 256)
-            .collect();
+        let steps = |files: &[PathBuf]| -> Vec<u64> {
+            scalars(files, tag)
+                .into_iter()
+                .filter(|(step, value)| *step > 256 && value.is_finite())
+                .map(|(step, _)| step)
+                .collect()
+        };
+        let full = steps(&reference);
         assert!(!full.is_empty(), "{tag}: logged after step 256");
-        let resumed_after: Vec<(u64, f64)> = resumed
-            .into_iter()
-            .filter(|(step, _)| *step > 256)
-            .collect();
-        assert_eq!(resumed_after, full, "{tag}: resumed vs uninterrupted");
+        assert_eq!(
+            steps(&events),
+            full,
+            "{tag}: resumed vs uninterrupted schedule"
+        );
     }
 }

@@ -105,6 +105,25 @@ pub fn override_hparams(overrides: &[String]) -> Vec<(String, logging::hparams::
         .collect()
 }
 
+/// Keeps the algorithm a saved run was trained with when its `config.ron` predates a field
+/// whose default changed the algorithm: a ReLIC run saved before `full_updates_per_rollout`
+/// existed trained without the full update, so it resumes without one (the new default, 1,
+/// would change the run halfway). Returns a note per field set.
+pub fn keep_saved_algorithm(config: &mut Config, saved_text: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let config::Method::Relic(ppo) = &mut config.method {
+        if !saved_text.contains("full_updates_per_rollout") && ppo.full_updates_per_rollout != 0 {
+            ppo.full_updates_per_rollout = 0;
+            notes.push(
+                "saved before `full_updates_per_rollout` existed: continuing without the full \
+                 update, as it was trained"
+                    .to_string(),
+            );
+        }
+    }
+    notes
+}
+
 /// A logger that drops everything (when TensorBoard logging is off).
 struct NullLogger;
 
@@ -306,15 +325,19 @@ impl Run {
                 path: path.clone(),
                 source,
             })?;
-        let config: Config = config::from_ron_str(&config_text, &path.display().to_string())?;
+        let mut config: Config = config::from_ron_str(&config_text, &path.display().to_string())?;
+        for note in keep_saved_algorithm(&mut config, &config_text) {
+            eprintln!("note: {}: {note}", path.display());
+        }
         let device = resolve_device(&config, device)?;
         set_threads(&config);
         let resume_from = pick_checkpoint(dir, choice)?;
         if let Some(ckpt) = &resume_from {
-            let saved: Config = config::from_ron_str(
+            let mut saved: Config = config::from_ron_str(
                 &ckpt.meta.config,
                 &format!("{} (config)", ckpt.path.display()),
             )?;
+            keep_saved_algorithm(&mut saved, &ckpt.meta.config);
             let differing = config::differing_fields(&saved, &config);
             if !differing.is_empty() {
                 return Err(crate::error::UsageError(format!(
