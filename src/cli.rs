@@ -140,7 +140,7 @@ pub struct DataArgs {
 #[derive(Args, Debug)]
 pub struct EnvArgs {
     /// Environment name (darkroom, darkroom_ad, darkroom_hard, key_to_door, bandit, one_room,
-    /// house_nav).
+    /// house_nav, darkroom_random).
     pub name: String,
     /// Task id (goal index, colour, house seed, ...).
     #[arg(long, default_value_t = 0)]

@@ -1,4 +1,4 @@
-//! Environments for `icrl` (DESIGN.md §3): grid worlds, bandits and first-person 3D navigation
+//! Environments for `icrl` (docs/architecture.md): grid worlds, bandits and first-person 3D navigation
 //! with a software renderer of our own. No torch in this crate.
 //!
 //! Every environment is exposed through one batched API, [`VecEnv`]: a vector of `B` slots that
@@ -22,7 +22,8 @@
 //! in one big vector. Right after `build`, slot `g` (global index) holds task
 //! `tasks(Train)[g % len]`.
 //!
-//! Modules: [`grid`] (the shared grid-world engine), [`darkroom`], [`key_to_door`],
+//! Modules: [`grid`] (the shared grid-world engine), [`darkroom`], [`darkroom_random`],
+//! [`key_to_door`],
 //! [`bandit`], [`one_room`], [`house_nav`] (3D worlds), [`world`] / [`render`] / [`nav`] (their
 //! geometry, renderer and shortest paths), [`house`] (procedural houses) and [`tools`]
 //! (transcripts, PNG frames, benchmarks).
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod bandit;
 pub mod darkroom;
+pub mod darkroom_random;
 pub mod grid;
 pub mod house;
 pub mod house_nav;
@@ -48,6 +50,7 @@ pub mod world;
 
 pub use bandit::BanditConfig;
 pub use darkroom::{DarkRoomAdConfig, DarkRoomConfig, DarkRoomHardConfig};
+pub use darkroom_random::DarkRoomRandomConfig;
 pub use house_nav::HouseNavConfig;
 pub use key_to_door::KeyToDoorConfig;
 pub use one_room::OneRoomConfig;
@@ -417,11 +420,27 @@ pub enum EnvConfig {
     OneRoom(OneRoomConfig),
     /// Multi-room object navigation in procedural houses (first-person RGB), `"house_nav"`.
     HouseNav(HouseNavConfig),
+    /// DPT's Dark Room with a random start cell every episode, `"darkroom_random"`.
+    DarkRoomRandom(DarkRoomRandomConfig),
+}
+
+/// The families of environments: the grid worlds share one engine, whose [`grid::GridRules`]
+/// hold a world's rules and its oracle, so a new grid task is a config with its rules (see
+/// docs/extending.md); the others are their own engines.
+pub enum EnvFamily<'a> {
+    /// A grid world: its rules (dynamics, rewards, splits, oracle).
+    Grid(grid::GridRules),
+    /// The Gaussian bandit.
+    Bandit(&'a BanditConfig),
+    /// The Miniworld-style room.
+    OneRoom(&'a OneRoomConfig),
+    /// The procedural houses.
+    HouseNav(&'a HouseNavConfig),
 }
 
 impl EnvConfig {
     /// Every environment name, in [`EnvConfig`] order.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "darkroom",
         "darkroom_ad",
         "darkroom_hard",
@@ -429,6 +448,7 @@ impl EnvConfig {
         "bandit",
         "one_room",
         "house_nav",
+        "darkroom_random",
     ];
 
     /// The environment's name (one of [`EnvConfig::NAMES`]).
@@ -441,6 +461,7 @@ impl EnvConfig {
             EnvConfig::Bandit(_) => "bandit",
             EnvConfig::OneRoom(_) => "one_room",
             EnvConfig::HouseNav(_) => "house_nav",
+            EnvConfig::DarkRoomRandom(_) => "darkroom_random",
         }
     }
 
@@ -455,6 +476,7 @@ impl EnvConfig {
             "bandit" => EnvConfig::Bandit(BanditConfig::default()),
             "one_room" => EnvConfig::OneRoom(OneRoomConfig::default()),
             "house_nav" => EnvConfig::HouseNav(HouseNavConfig::default()),
+            "darkroom_random" => EnvConfig::DarkRoomRandom(DarkRoomRandomConfig::default()),
             _ => {
                 return Err(EnvError::UnknownEnv {
                     name: name.to_string(),
@@ -474,20 +496,40 @@ impl EnvConfig {
             EnvConfig::Bandit(_) => "Bandit",
             EnvConfig::OneRoom(_) => "OneRoom",
             EnvConfig::HouseNav(_) => "HouseNav",
+            EnvConfig::DarkRoomRandom(_) => "DarkRoomRandom",
+        }
+    }
+
+    /// The environment's family: for a grid world its rules and oracle.
+    pub fn family(&self) -> EnvFamily<'_> {
+        match self {
+            EnvConfig::DarkRoom(c) => EnvFamily::Grid(c.rules()),
+            EnvConfig::DarkRoomAd(c) => EnvFamily::Grid(c.rules()),
+            EnvConfig::DarkRoomHard(c) => EnvFamily::Grid(c.rules()),
+            EnvConfig::KeyToDoor(c) => EnvFamily::Grid(c.rules()),
+            EnvConfig::DarkRoomRandom(c) => EnvFamily::Grid(c.rules()),
+            EnvConfig::Bandit(c) => EnvFamily::Bandit(c),
+            EnvConfig::OneRoom(c) => EnvFamily::OneRoom(c),
+            EnvConfig::HouseNav(c) => EnvFamily::HouseNav(c),
+        }
+    }
+
+    /// The rules (and oracle) of a grid world; None for the other families.
+    pub fn grid_rules(&self) -> Option<grid::GridRules> {
+        match self.family() {
+            EnvFamily::Grid(rules) => Some(rules),
+            _ => None,
         }
     }
 
     /// All impossible values, as (field path relative to this config, message), e.g.
     /// `("DarkRoom.size", "must be >= 2, got 0")`. Empty = valid.
     pub fn validate(&self) -> Vec<(String, String)> {
-        let errs = match self {
-            EnvConfig::DarkRoom(c) => c.rules().validate(),
-            EnvConfig::DarkRoomAd(c) => c.rules().validate(),
-            EnvConfig::DarkRoomHard(c) => c.rules().validate(),
-            EnvConfig::KeyToDoor(c) => c.rules().validate(),
-            EnvConfig::Bandit(c) => c.validate(),
-            EnvConfig::OneRoom(c) => c.validate(),
-            EnvConfig::HouseNav(c) => c.validate(),
+        let errs = match self.family() {
+            EnvFamily::Grid(rules) => rules.validate(),
+            EnvFamily::Bandit(c) => c.validate(),
+            EnvFamily::OneRoom(c) => c.validate(),
+            EnvFamily::HouseNav(c) => c.validate(),
         };
         let v = self.variant();
         errs.into_iter()
@@ -510,14 +552,11 @@ impl EnvConfig {
     /// The observation/action spec. Meaningful only for a valid config (see
     /// [`EnvConfig::validate`]); never panics.
     pub fn spec(&self) -> EnvSpec {
-        match self {
-            EnvConfig::DarkRoom(c) => c.rules().spec(),
-            EnvConfig::DarkRoomAd(c) => c.rules().spec(),
-            EnvConfig::DarkRoomHard(c) => c.rules().spec(),
-            EnvConfig::KeyToDoor(c) => c.rules().spec(),
-            EnvConfig::Bandit(c) => c.spec(),
-            EnvConfig::OneRoom(c) => c.spec(),
-            EnvConfig::HouseNav(c) => c.spec(),
+        match self.family() {
+            EnvFamily::Grid(rules) => rules.spec(),
+            EnvFamily::Bandit(c) => c.spec(),
+            EnvFamily::OneRoom(c) => c.spec(),
+            EnvFamily::HouseNav(c) => c.spec(),
         }
     }
 
@@ -532,32 +571,23 @@ impl EnvConfig {
     ) -> Result<Box<dyn VecEnv>, EnvError> {
         self.check()?;
         check_build(count, first_slot)?;
-        Ok(match self {
-            EnvConfig::DarkRoom(c) => {
-                Box::new(grid::GridVecEnv::new(c.rules(), seed, first_slot, count))
+        Ok(match self.family() {
+            EnvFamily::Grid(rules) => {
+                Box::new(grid::GridVecEnv::new(rules, seed, first_slot, count))
             }
-            EnvConfig::DarkRoomAd(c) => {
-                Box::new(grid::GridVecEnv::new(c.rules(), seed, first_slot, count))
-            }
-            EnvConfig::DarkRoomHard(c) => {
-                Box::new(grid::GridVecEnv::new(c.rules(), seed, first_slot, count))
-            }
-            EnvConfig::KeyToDoor(c) => {
-                Box::new(grid::GridVecEnv::new(c.rules(), seed, first_slot, count))
-            }
-            EnvConfig::Bandit(c) => Box::new(bandit::BanditVecEnv::new(
+            EnvFamily::Bandit(c) => Box::new(bandit::BanditVecEnv::new(
                 c.clone(),
                 seed,
                 first_slot,
                 count,
             )),
-            EnvConfig::OneRoom(c) => Box::new(one_room::OneRoomVecEnv::new(
+            EnvFamily::OneRoom(c) => Box::new(one_room::OneRoomVecEnv::new(
                 c.clone(),
                 seed,
                 first_slot,
                 count,
             )?),
-            EnvConfig::HouseNav(c) => Box::new(house_nav::HouseNavVecEnv::new(
+            EnvFamily::HouseNav(c) => Box::new(house_nav::HouseNavVecEnv::new(
                 c.clone(),
                 seed,
                 first_slot,

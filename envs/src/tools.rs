@@ -204,12 +204,8 @@ fn write_map(
     if let Some(scene) = scene {
         return scene_map(&scene, &world_paths, MAP_PX_PER_M).save(file);
     }
-    let rules = match config {
-        EnvConfig::DarkRoom(c) => c.rules(),
-        EnvConfig::DarkRoomAd(c) => c.rules(),
-        EnvConfig::DarkRoomHard(c) => c.rules(),
-        EnvConfig::KeyToDoor(c) => c.rules(),
-        _ => return Ok(()), // bandits have no map
+    let Some(rules) = config.grid_rules() else {
+        return Ok(()); // bandits have no map
     };
     let t = rules.task(task)?;
     let cells: Vec<Vec<(i32, i32)>> = world_paths

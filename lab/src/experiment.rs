@@ -1,4 +1,4 @@
-//! Experiment files: a set of runs named in one RON file (DESIGN.md §7). An experiment has a
+//! Experiment files: a set of runs named in one RON file (docs/architecture.md). An experiment has a
 //! base config (or one per variant, for method comparisons), named variants that are lists of
 //! `--set` overrides, seeds, and a budget (more overrides that size every run). `icrl sweep`
 //! runs every (variant, seed) pair; `icrl report` turns the runs into tables and plots.

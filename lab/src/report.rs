@@ -58,7 +58,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::experiment::Comparison;
 use crate::sweep;
-use trainer::config::{self, Config, Method};
+use trainer::config::{self, Config};
 use trainer::error::UsageError;
 use trainer::eval;
 use trainer::plot::{self, Reference, Series};
@@ -325,12 +325,7 @@ fn latest_json<T: serde::de::DeserializeOwned>(
 /// A run's training budget: the step of its evaluated model in the unit its method counts.
 /// PPO from scratch trains on each evaluated task, so its budget is the config's steps per task.
 pub fn trained(r: &RunRecord) -> (f64, &'static str) {
-    match &r.config.method {
-        Method::Relic(_) | Method::Rl2(_) => (r.eval.step as f64, "env steps"),
-        Method::Dpt(_) | Method::Ad(_) => (r.eval.step as f64, "optimiser steps"),
-        Method::PpoTask(p) => (p.steps_per_task as f64, "env steps per task"),
-        Method::BanditBaselines(_) => (0.0, "no training"),
-    }
+    trainer::methods::of(&r.config.method).budget(r.eval.step)
 }
 
 /// What was collected from the inputs.
@@ -1423,7 +1418,7 @@ fn paired_csv(rows: &[PairedRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trainer::config::EvalConfig;
+    use trainer::config::{EvalConfig, Method};
 
     fn record(group: &str, seed: u64, returns: Vec<Vec<f64>>) -> RunRecord {
         let env = envs::EnvConfig::from_name("darkroom").unwrap();

@@ -1,4 +1,4 @@
-//! Rollout sampling for `icrl` (DESIGN.md §5): parallel env workers, batched policy inference,
+//! Rollout sampling for `icrl` (docs/architecture.md): parallel env workers, batched policy inference,
 //! multi-episode trials and pre-allocated rollout storage.
 //!
 //! - [`SamplerConfig`] / [`SamplerMode`]: the `sampler` section of a run config.

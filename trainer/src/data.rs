@@ -623,7 +623,7 @@ pub fn dataset_path(env: &EnvConfig, data: &DataConfig, runs_dir: &Path) -> Resu
 /// Checks that the generator fits the env.
 fn check_kind(env: &EnvConfig, kind: ContextKind) -> Result<()> {
     let ok = match kind {
-        ContextKind::Uniform => grid_rules(env).is_some(),
+        ContextKind::Uniform => env.grid_rules().is_some(),
         ContextKind::DirichletMixture => matches!(env, EnvConfig::Bandit(_)),
         ContextKind::RandomWalk | ContextKind::LearningHistory => true,
     };
@@ -632,21 +632,11 @@ fn check_kind(env: &EnvConfig, kind: ContextKind) -> Result<()> {
     } else {
         Err(UsageError(format!(
             "data.context {kind:?} does not apply to env {}: Uniform needs a grid world \
-             (darkroom, darkroom_ad, darkroom_hard, key_to_door), DirichletMixture the bandit; \
+             (darkroom, darkroom_ad, darkroom_hard, key_to_door, darkroom_random), DirichletMixture the bandit; \
              RandomWalk and LearningHistory work everywhere",
             env.name()
         ))
         .into())
-    }
-}
-
-fn grid_rules(env: &EnvConfig) -> Option<GridRules> {
-    match env {
-        EnvConfig::DarkRoom(c) => Some(c.rules()),
-        EnvConfig::DarkRoomAd(c) => Some(c.rules()),
-        EnvConfig::DarkRoomHard(c) => Some(c.rules()),
-        EnvConfig::KeyToDoor(c) => Some(c.rules()),
-        _ => None,
     }
 }
 
@@ -722,7 +712,9 @@ fn generate_chunk(env: &EnvConfig, data: &DataConfig, jobs: &[Job]) -> Result<Ve
     };
     match data.context {
         ContextKind::Uniform => {
-            let rules = grid_rules(env).context("Uniform contexts need a grid world")?;
+            let rules = env
+                .grid_rules()
+                .context("Uniform contexts need a grid world")?;
             jobs.iter()
                 .map(|j| uniform_grid(&rules, &layout, j))
                 .collect()
@@ -965,7 +957,7 @@ fn query_states(env: &EnvConfig, l: &Layout, jobs: &[Job]) -> Result<Vec<Vec<Que
         .iter()
         .map(|j| ChaCha8Rng::seed_from_u64(envs::rng::mix64(j.seed ^ 0x0E_E1)))
         .collect();
-    if let Some(rules) = grid_rules(env) {
+    if let Some(rules) = env.grid_rules() {
         return jobs
             .iter()
             .zip(rngs.iter_mut())

@@ -76,7 +76,10 @@ pub fn evaluate_actor_critic(
     step: u64,
 ) -> Result<EvalResult> {
     let (env, cfg, sampler_cfg) = (&run_cfg.env, &run_cfg.eval, &run_cfg.sampler);
-    let (seed, method) = (seeds::eval_seed(run_cfg.seed), run_cfg.method_name());
+    let (seed, method) = (
+        seeds::eval_seed(run_cfg.experience_seed()),
+        run_cfg.method_name(),
+    );
     let _guard = tch::no_grad_guard();
     let tasks = eval_tasks(env, cfg)?;
     let trial_tasks: Vec<envs::TaskId> = tasks

@@ -1,4 +1,4 @@
-//! Trainers, evaluation, logging and checkpoints. See DESIGN.md §6-8.
+//! Trainers, evaluation, logging and checkpoints. See docs/architecture.md.
 //!
 //! Layout: [`methods`] holds one module per training method; [`run`] the run folder and its
 //! chores (checkpoints, logging, progress, interrupts); [`config`] the config tree; [`data`],
@@ -27,22 +27,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use config::{EvalSplit, Method};
+use config::EvalSplit;
 use error::UsageError;
 use eval::EvalOverrides;
-use methods::{ad, bandit, dpt, ppo_single_task, relic, rl2};
-use run::checkpoint;
 
 /// Trains the method named in the run's config.
 pub fn train(run: &mut run::Run) -> anyhow::Result<()> {
-    match run.config.method.clone() {
-        Method::Relic(ppo) => relic::train(run, &ppo),
-        Method::Dpt(c) => dpt::train(run, &c),
-        Method::BanditBaselines(c) => bandit::train(run, &c),
-        Method::Rl2(c) => rl2::train(run, &c),
-        Method::PpoTask(c) => ppo_single_task::train(run, &c),
-        Method::Ad(c) => ad::train(run, &c),
-    }
+    let method = run.config.method.clone();
+    methods::of(&method).train(run)
 }
 
 /// `icrl eval`: evaluates a run's checkpoint (the latest, or `checkpoint_path`) with the
@@ -65,28 +57,7 @@ pub fn evaluate_run(
         .into());
     }
     cfg.eval = overrides.apply(&run.config.eval)?;
-    let spec = cfg.env.spec();
-    match &cfg.method {
-        Method::Relic(ppo) => {
-            let mut vs = tch::nn::VarStore::new(run.device);
-            let model = agent::ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec))?;
-            checkpoint::load_into_varstore(&mut vs, &ckpt, "")?;
-            let result =
-                eval::evaluate_actor_critic(&model, &cfg, ppo.rollout_len, ckpt.meta.step)?;
-            let json = eval::publish(&mut run, &result)?;
-            Ok(json)
-        }
-        Method::Dpt(dpt) => {
-            let (_vs, model) = dpt::load_model(&cfg, dpt, &ckpt, run.device)?;
-            let result = dpt::online_result(&model, dpt, &cfg, ckpt.meta.step, run.device)?;
-            let json = eval::publish(&mut run, &result)?;
-            Ok(json)
-        }
-        Method::BanditBaselines(c) => bandit::evaluate(&mut run, c),
-        Method::Rl2(c) => rl2::evaluate_checkpoint(&mut run, &cfg, c, &ckpt),
-        Method::PpoTask(c) => ppo_single_task::evaluate(&mut run, &cfg, c),
-        Method::Ad(c) => ad::evaluate_checkpoint(&mut run, &cfg, c, &ckpt),
-    }
+    methods::of(&cfg.method).evaluate(&mut run, &cfg, &ckpt)
 }
 
 /// `icrl eval --offline`: DPT's offline evaluation of a run's checkpoint (fixed contexts from
@@ -99,26 +70,8 @@ pub fn evaluate_run_offline(
     device: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
     let (mut run, ckpt) = open_for_evaluation(run_dir, checkpoint_path, device)?;
-    let cfg = run.config.clone();
-    match &cfg.method {
-        Method::Dpt(dpt) => {
-            let (_vs, model) = dpt::load_model(&cfg, dpt, &ckpt, run.device)?;
-            let mut dpt = dpt.clone();
-            if let Some(n) = contexts_per_task {
-                if n == 0 {
-                    return Err(UsageError("--contexts must be >= 1".into()).into());
-                }
-                dpt.offline_contexts_per_task = n;
-            }
-            dpt::offline(&mut run, &model, &dpt, ckpt.meta.step)
-        }
-        _ => Err(UsageError(format!(
-            "--offline evaluates DPT runs; {} is a {} run",
-            run_dir.display(),
-            cfg.method_name()
-        ))
-        .into()),
-    }
+    let method = run.config.method.clone();
+    methods::of(&method).evaluate_offline(&mut run, &ckpt, contexts_per_task)
 }
 
 /// Opens a run folder for evaluation, reading only the checkpoint to evaluate: the named file

@@ -1,6 +1,6 @@
-//! The config sections of the baselines (DESIGN.md §6): DPT, Algorithm Distillation, RL², PPO
+//! The config sections of the baselines (docs/architecture.md): DPT, Algorithm Distillation, RL², PPO
 //! from scratch per task, and the classic bandit algorithms, plus the `data` section shared by
-//! the two supervised methods (DPT, AD). Defaults follow REFERENCES.md where it gives a value.
+//! the two supervised methods (DPT, AD). Defaults follow docs/references.md where it gives a value.
 
 use serde::{Deserialize, Serialize};
 

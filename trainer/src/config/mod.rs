@@ -18,6 +18,6 @@ pub use baselines::{
 };
 
 pub use schema::{
-    CheckpointConfig, Config, EvalConfig, EvalSplit, LoggingConfig, Method, PpoConfig,
+    CheckpointConfig, Config, EvalConfig, EvalSplit, LogPolicy, LoggingConfig, Method, PpoConfig,
     RuntimeConfig,
 };

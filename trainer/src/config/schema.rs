@@ -7,8 +7,6 @@ use agent::ModelConfig;
 use envs::EnvConfig;
 use sampler::SamplerConfig;
 
-use crate::run::logging::LogPolicy;
-
 use super::load::{prefixed, Validate};
 
 /// One run: what to train, on what, how to evaluate, log and checkpoint it.
@@ -115,19 +113,19 @@ pub enum Method {
     /// ReLIC: PPO over multi-episode trials with partial updates.
     Relic(PpoConfig),
     /// DPT: supervised pretraining on in-context datasets (trainer/src/methods/dpt/).
-    Dpt(super::DptConfig),
+    Dpt(super::baselines::DptConfig),
     /// Algorithm Distillation on learning histories (trainer/src/methods/ad.rs).
-    Ad(super::AdConfig),
+    Ad(super::baselines::AdConfig),
     /// RL²: a GRU policy trained with PPO over trials (trainer/src/methods/rl2.rs).
-    Rl2(super::Rl2Config),
+    Rl2(super::baselines::Rl2Config),
     /// PPO from scratch on each held-out task (trainer/src/methods/ppo_single_task.rs).
-    PpoTask(super::PpoTaskConfig),
+    PpoTask(super::baselines::PpoTaskConfig),
     /// Classic bandit algorithms on the held-out bandits (trainer/src/methods/bandit.rs).
-    BanditBaselines(super::BanditBaselinesConfig),
+    BanditBaselines(super::baselines::BanditBaselinesConfig),
 }
 
 /// PPO over long multi-episode trials with partial updates (ReLIC). Defaults follow ReLIC's
-/// Dark Room setting where REFERENCES.md gives one, else its official PPO config.
+/// Dark Room setting where docs/references.md gives one, else its official PPO config.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PpoConfig {
@@ -461,6 +459,17 @@ impl Validate for CheckpointConfig {
             Vec::new()
         }
     }
+}
+
+/// What a run does when logging hits an I/O error (disk full, log folder removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum LogPolicy {
+    /// Return the error, so the trainer can stop cleanly (after saving a checkpoint if it
+    /// can). The default: a run without its logs is usually worthless.
+    #[default]
+    Stop,
+    /// Print one warning to stderr and keep training without logging.
+    Continue,
 }
 
 /// Device and threads.

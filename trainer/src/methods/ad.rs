@@ -33,6 +33,7 @@ use agent::{ActorCritic, StepInputs};
 use crate::config::{AdConfig, Config};
 use crate::data::{self, Dataset, RecordView, FLAG_START};
 use crate::eval;
+use crate::methods::TrainingMethod;
 use crate::optim::{warmup_cosine, Adam};
 use crate::run::checkpoint::{self, Checkpoint};
 use crate::run::logging::Logger;
@@ -289,6 +290,20 @@ pub fn evaluate_checkpoint(
     let (mut vs, model) = build(cfg, run.device)?;
     checkpoint::load_into_varstore(&mut vs, ckpt, "")?;
     evaluate(run, &model, ad, cfg, ckpt.meta.step)
+}
+
+impl TrainingMethod for AdConfig {
+    fn train(&self, run: &mut Run) -> Result<()> {
+        train(run, self)
+    }
+
+    fn evaluate(&self, run: &mut Run, cfg: &Config, ckpt: &Checkpoint) -> Result<PathBuf> {
+        evaluate_checkpoint(run, cfg, self, ckpt)
+    }
+
+    fn budget(&self, eval_step: u64) -> (f64, &'static str) {
+        (eval_step as f64, "optimiser steps")
+    }
 }
 
 #[cfg(test)]

@@ -25,10 +25,13 @@ use tch::{Kind, Tensor};
 
 use envs::BanditConfig;
 
+use crate::config::Config;
 use crate::config::{BanditAlgo, BanditBaselinesConfig, ContextKind, DataConfig};
 use crate::data::{self, Record};
+use crate::methods::TrainingMethod;
 use crate::plot::{self, Series};
 use crate::results::{AlgoResult, BanditReport, BANDIT_DIR};
+use crate::run::checkpoint::Checkpoint;
 use crate::run::logging::Logger;
 use crate::run::Run;
 use crate::stats::MeanCi;
@@ -492,6 +495,21 @@ pub fn evaluate(run: &mut Run, cfg: &BanditBaselinesConfig) -> Result<PathBuf> {
         None,
     )?;
     write(run, &report)
+}
+
+impl TrainingMethod for BanditBaselinesConfig {
+    fn train(&self, run: &mut Run) -> Result<()> {
+        train(run, self)
+    }
+
+    /// Runs the comparison again under the run's own config (nothing was trained).
+    fn evaluate(&self, run: &mut Run, _cfg: &Config, _ckpt: &Checkpoint) -> Result<PathBuf> {
+        evaluate(run, self)
+    }
+
+    fn budget(&self, _eval_step: u64) -> (f64, &'static str) {
+        (0.0, "no training")
+    }
 }
 
 #[cfg(test)]

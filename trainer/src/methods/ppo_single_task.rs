@@ -32,8 +32,10 @@ use sampler::SlotStreams;
 
 use crate::config::{Config, PpoTaskConfig};
 use crate::eval;
+use crate::methods::TrainingMethod;
 use crate::optim::Adam;
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
+use crate::run::checkpoint::Checkpoint;
 use crate::run::logging::Logger;
 use crate::run::{self, Run};
 
@@ -407,6 +409,21 @@ pub fn evaluate(run: &mut Run, cfg: &Config, c: &PpoTaskConfig) -> Result<PathBu
         curves.push(mean_curve(&per_env, cfg.eval.episodes_per_trial));
     }
     write_result(run, cfg, &curves)
+}
+
+impl TrainingMethod for PpoTaskConfig {
+    fn train(&self, run: &mut Run) -> Result<()> {
+        train(run, self)
+    }
+
+    /// Learns every evaluation task again (the baseline has no model to load).
+    fn evaluate(&self, run: &mut Run, cfg: &Config, _ckpt: &Checkpoint) -> Result<PathBuf> {
+        evaluate(run, cfg, self)
+    }
+
+    fn budget(&self, _eval_step: u64) -> (f64, &'static str) {
+        (self.steps_per_task as f64, "env steps per task")
+    }
 }
 
 #[cfg(test)]

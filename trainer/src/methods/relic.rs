@@ -38,10 +38,14 @@ use tch::{Kind, Tensor};
 use agent::ActorCritic;
 use sampler::{CollectStats, ModelPolicy, RolloutStorage, Sampler};
 
-use crate::config::PpoConfig;
+use std::path::PathBuf;
+
+use crate::config::{Config, PpoConfig};
 use crate::eval;
+use crate::methods::TrainingMethod;
 use crate::optim::{warmup_cosine, Adam};
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
+use crate::run::checkpoint::{self, Checkpoint};
 use crate::run::logging::Logger;
 use crate::run::{self, seeds, BadUpdateGuard, Run, Snapshot};
 
@@ -288,7 +292,7 @@ pub fn ppo_update(
     let values_host = host(&values.reshape(-1))?;
     let (advantages, returns) = ppo_math::gae(
         &ppo_math::Steps {
-            b: b,
+            b,
             t: end,
             rewards: &rewards,
             values: &values_host,
@@ -297,7 +301,7 @@ pub fn ppo_update(
             final_values: None,
         },
         ppo_math::GaeParams {
-            boundaries: boundaries,
+            boundaries,
             gamma: ppo.gamma as f32,
             lambda: ppo.gae_lambda as f32,
         },
@@ -476,6 +480,25 @@ fn evaluate(run: &mut Run, model: &ActorCritic, ppo: &PpoConfig, step: u64) -> R
         json.display()
     );
     Ok(())
+}
+
+impl TrainingMethod for PpoConfig {
+    fn train(&self, run: &mut Run) -> Result<()> {
+        train(run, self)
+    }
+
+    fn evaluate(&self, run: &mut Run, cfg: &Config, ckpt: &Checkpoint) -> Result<PathBuf> {
+        let mut vs = VarStore::new(run.device);
+        let spec = sampler::obs_spec(&cfg.env.spec());
+        let model = ActorCritic::new(&vs.root(), &cfg.model, &spec)?;
+        checkpoint::load_into_varstore(&mut vs, ckpt, "")?;
+        let result = eval::evaluate_actor_critic(&model, cfg, self.rollout_len, ckpt.meta.step)?;
+        eval::publish(run, &result)
+    }
+
+    fn budget(&self, eval_step: u64) -> (f64, &'static str) {
+        (eval_step as f64, "env steps")
+    }
 }
 
 #[cfg(test)]
@@ -743,8 +766,8 @@ mod tests {
                     ppo: &ppo,
                     boundaries: Boundaries::Trial,
                     loss_start: start,
-                    end: end,
-                    lr: lr,
+                    end,
+                    lr,
                 },
                 rng,
             )

@@ -34,6 +34,7 @@ use sampler::{CollectStats, Policy, PolicyOutput, RolloutStorage, Sampler, SlotS
 
 use crate::config::{Config, Rl2Config};
 use crate::eval;
+use crate::methods::TrainingMethod;
 use crate::optim::Adam;
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
 use crate::results::EvalResult;
@@ -310,8 +311,8 @@ pub fn ppo_update(
     let rewards = host(&storage.reward.narrow(1, 0, t as i64))?;
     let (adv, ret) = ppo_math::gae(
         &ppo_math::Steps {
-            b: b,
-            t: t,
+            b,
+            t,
             rewards: &rewards,
             values: &host(&padded)?,
             terminated: &flags(&storage.terminated)?,
@@ -502,6 +503,20 @@ pub fn evaluate_checkpoint(
     let result = eval_result(&model, cfg, ckpt.meta.step)?;
     let json = eval::publish(run, &result)?;
     Ok(json)
+}
+
+impl TrainingMethod for Rl2Config {
+    fn train(&self, run: &mut Run) -> Result<()> {
+        train(run, self)
+    }
+
+    fn evaluate(&self, run: &mut Run, cfg: &Config, ckpt: &Checkpoint) -> Result<PathBuf> {
+        evaluate_checkpoint(run, cfg, self, ckpt)
+    }
+
+    fn budget(&self, eval_step: u64) -> (f64, &'static str) {
+        (eval_step as f64, "env steps")
+    }
 }
 
 #[cfg(test)]

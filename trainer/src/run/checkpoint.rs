@@ -1,4 +1,4 @@
-//! Checkpoints: safetensors files with the run's metadata (DESIGN.md §8, §9).
+//! Checkpoints: safetensors files with the run's metadata (docs/architecture.md).
 //!
 //! # File format
 //!

@@ -1,5 +1,5 @@
 //! Run folders: `runs/<env>__<method>__<name>__s<seed>__<YYYYmmdd-HHMMSS>/` holding
-//! `config.ron`, TensorBoard event files, `checkpoints/`, `eval/` and plots (DESIGN.md §8).
+//! `config.ron`, TensorBoard event files, `checkpoints/`, `eval/` and plots (docs/architecture.md).
 
 use std::path::{Path, PathBuf};
 

@@ -35,3 +35,48 @@ pub use model::{dpt_loss, load_model, DptBatch, DptNet, HostBatch, ImageDpt};
 pub use offline::{offline, offline_contexts, offline_returns};
 pub use policy::{evaluate_online, online_result, DptPolicy};
 pub use train::{train, TrainState};
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::config::{Config, DptConfig};
+use crate::error::UsageError;
+use crate::eval;
+use crate::methods::TrainingMethod;
+use crate::run::checkpoint::Checkpoint;
+use crate::run::Run;
+
+impl TrainingMethod for DptConfig {
+    fn train(&self, run: &mut Run) -> Result<()> {
+        train(run, self)
+    }
+
+    fn evaluate(&self, run: &mut Run, cfg: &Config, ckpt: &Checkpoint) -> Result<PathBuf> {
+        let (_vs, model) = load_model(cfg, self, ckpt, run.device)?;
+        let result = online_result(&model, self, cfg, ckpt.meta.step, run.device)?;
+        eval::publish(run, &result)
+    }
+
+    fn evaluate_offline(
+        &self,
+        run: &mut Run,
+        ckpt: &Checkpoint,
+        contexts_per_task: Option<usize>,
+    ) -> Result<PathBuf> {
+        let cfg = run.config.clone();
+        let (_vs, model) = load_model(&cfg, self, ckpt, run.device)?;
+        let mut dpt = self.clone();
+        if let Some(n) = contexts_per_task {
+            if n == 0 {
+                return Err(UsageError("--contexts must be >= 1".into()).into());
+            }
+            dpt.offline_contexts_per_task = n;
+        }
+        offline(run, &model, &dpt, ckpt.meta.step)
+    }
+
+    fn budget(&self, eval_step: u64) -> (f64, &'static str) {
+        (eval_step as f64, "optimiser steps")
+    }
+}

@@ -266,18 +266,16 @@ impl DptNet {
         context_len: usize,
         encoding: StateEncoding,
     ) -> Result<Self> {
-        let grid = match (encoding, env) {
+        let grid = match (encoding, env.grid_rules()) {
             (StateEncoding::Raw, _) => None,
-            (StateEncoding::GridOneHot, EnvConfig::DarkRoom(c)) => Some(c.size),
-            (StateEncoding::GridOneHot, EnvConfig::DarkRoomAd(c)) => Some(c.size),
-            (StateEncoding::GridOneHot, EnvConfig::DarkRoomHard(c)) => Some(c.size),
-            (StateEncoding::GridOneHot, EnvConfig::KeyToDoor(c)) => Some(c.size),
-            (StateEncoding::GridOneHot, other) => {
+            (StateEncoding::GridOneHot, Some(rules)) => Some(rules.size),
+            (StateEncoding::GridOneHot, None) => {
+                let other = env;
                 return Err(crate::error::UsageError(format!(
                     "method.state_encoding: GridOneHot needs a grid world, got {}",
                     other.name()
                 ))
-                .into())
+                .into());
             }
         };
         let kind = Self::build(p, cfg, env, context_len, grid)?;

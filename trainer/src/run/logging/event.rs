@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::proto::{field as f, Decoder, Encoder, Wire, DT_FLOAT, DT_STRING};
 use super::record::{split_records, OVERHEAD};
-use super::LogError;
+use super::sink::LogError;
 
 /// The `file_version` that starts every event file.
 pub const FILE_VERSION: &str = "brain.Event:2";

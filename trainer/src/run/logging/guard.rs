@@ -3,18 +3,8 @@
 use std::collections::HashSet;
 use std::io::Write;
 
-use super::{LogError, Logger};
-
-/// What a run does when logging hits an I/O error (disk full, log folder removed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum LogPolicy {
-    /// Return the error, so the trainer can stop cleanly (after saving a checkpoint if it
-    /// can). The default: a run without its logs is usually worthless.
-    #[default]
-    Stop,
-    /// Print one warning to stderr and keep training without logging.
-    Continue,
-}
+use super::sink::{LogError, Logger};
+use crate::config::LogPolicy;
 
 /// Wraps a logger and applies a [`LogPolicy`]; never panics (not even when stderr is
 /// closed).

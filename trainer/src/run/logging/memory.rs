@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{check_image, LogError, Logger};
+use super::sink::{check_image, LogError, Logger};
 
 /// An RGB image as logged.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,15 +2,52 @@
 //!
 //! Each record is `u64 length (LE) | u32 masked CRC-32C of the 8 length bytes (LE) | data |
 //! u32 masked CRC-32C of the data (LE)`. The mask is TensorFlow's: `((crc >> 15) | (crc <<
-//! 17)) + 0xa282ead8` (wrapping). The CRC-32C (Castagnoli) routine is tensorboard-rs's
-//! `masked_crc32c`, which is correct; the rest of its writer is not used (see the module
-//! doc of [`crate::run::logging`]).
+//! 17)) + 0xa282ead8` (wrapping). CRC-32C (Castagnoli) is computed here: the crc32fast crate
+//! the checkpoints use implements the other common CRC-32 polynomial, and a dependency for
+//! twenty lines is not worth its weight.
 
 use std::path::Path;
 
-use tensorboard_rs::masked_crc32c::masked_crc32c;
+use super::sink::LogError;
 
-use super::LogError;
+/// The reflected CRC-32C polynomial (Castagnoli, 0x1EDC6F41 bit-reversed).
+const CASTAGNOLI: u32 = 0x82F6_3B78;
+
+/// Byte-at-a-time lookup table of CRC-32C, built at compile time.
+const TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut crc = byte as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ CASTAGNOLI
+            } else {
+                crc >> 1
+            };
+            bit += 1;
+        }
+        table[byte] = crc;
+        byte += 1;
+    }
+    table
+};
+
+/// CRC-32C of `data` (initial value and final xor all ones, reflected, as in iSCSI and
+/// TFRecord).
+pub(crate) fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+/// TFRecord's masked CRC-32C.
+pub(crate) fn masked_crc32c(data: &[u8]) -> u32 {
+    crc32c(data).rotate_right(15).wrapping_add(0xa282_ead8)
+}
 
 /// Bytes of framing around each record's data.
 pub(crate) const OVERHEAD: usize = 8 + 4 + 4;
@@ -99,10 +136,15 @@ mod tests {
     #[test]
     fn crc32c_matches_the_standard_check_value() {
         // CRC-32C("123456789") = 0xE3069283 (RFC 3720, appendix B.4).
-        let crc = tensorboard_rs::masked_crc32c::crc32c(b"123456789");
+        let crc = crc32c(b"123456789");
         assert_eq!(crc, 0xE306_9283);
         let masked = crc.rotate_right(15).wrapping_add(0xa282_ead8);
         assert_eq!(masked_crc32c(b"123456789"), masked);
+        // iSCSI test patterns (RFC 3720, B.4): 32 bytes of zeros, of ones, ascending.
+        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
+        let ascending: Vec<u8> = (0..32).collect();
+        assert_eq!(crc32c(&ascending), 0x46DD_794E);
     }
 
     #[test]

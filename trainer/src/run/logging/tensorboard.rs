@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::event::{encode_file_version, encode_summary, now, EventHistogram, Payload};
 use super::record::frame;
-use super::{check_image, LogError, Logger};
+use super::sink::{check_image, LogError, Logger};
 
 /// Buffered events are flushed at least this often (on the next logging call).
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);

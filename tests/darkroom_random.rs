@@ -1,0 +1,108 @@
+//! The grid task added by following docs/extending.md, end to end through the binary:
+//! `icrl env` steps it, a short `icrl train` of the ReLIC config runs on it (with its
+//! evaluation), and `icrl report` tabulates the run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn icrl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_icrl"));
+    c.env_remove("LD_LIBRARY_PATH");
+    c
+}
+
+fn check(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn icrl_env_steps_darkroom_random() {
+    let out = check(
+        &icrl()
+            .args(["env", "darkroom_random", "--task", "37", "--seed", "3"])
+            .args(["--actions", "0,0,2"])
+            .output()
+            .unwrap(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("darkroom_random"), "{text}");
+    // Another seed starts elsewhere: the transcripts differ.
+    let other = check(
+        &icrl()
+            .args(["env", "darkroom_random", "--task", "37", "--seed", "4"])
+            .args(["--actions", "0,0,2"])
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(out, other);
+}
+
+fn only_run(out: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+#[test]
+fn relic_trains_evaluates_and_reports_on_darkroom_random() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = icrl();
+    cmd.arg("train")
+        .arg(root().join("configs/darkroom_relic.ron"))
+        .arg("--out")
+        .arg(tmp.path().join("runs"));
+    for s in [
+        "env=DarkRoomRandom()",
+        "method.num_envs=2",
+        "method.minibatches=1",
+        "method.epochs=1",
+        "method.rollout_len=64",
+        "method.updates_per_rollout=2",
+        "method.total_steps=256",
+        "method.warmup_steps=64",
+        "eval.episodes_per_trial=2",
+        "eval.trials_per_task=1",
+        "eval.max_tasks=Some(2)",
+        "model.dtype=F32",
+        "runtime.device=\"cpu\"",
+        "logging.progress=false",
+    ] {
+        cmd.arg("--set").arg(s);
+    }
+    check(&cmd.output().unwrap());
+    let run = only_run(&tmp.path().join("runs"));
+    let name = run.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("darkroom_random__relic__"), "{name}");
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/000000000256.json")).unwrap())
+            .unwrap();
+    assert_eq!(eval["env"], "darkroom_random");
+    assert_eq!(eval["curve"].as_array().unwrap().len(), 2);
+    let report = tmp.path().join("report");
+    check(
+        &icrl()
+            .arg("report")
+            .arg(tmp.path().join("runs"))
+            .arg("--out")
+            .arg(&report)
+            .output()
+            .unwrap(),
+    );
+    let table = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(table.contains("darkroom_random"), "{table}");
+}
