@@ -738,14 +738,17 @@ fn decode_shard(w: &Weights, dims: &Dims, inputs: &HostInputs, s: Shard<'_>) {
                 let sink = dims
                     .sink
                     .then(|| (&lw.sink_k[heads.clone()], &lw.sink_v[heads.clone()]));
-                attend(
-                    &q[heads.clone()],
-                    &keys[h * hd * cap..(h + 1) * hd * cap],
-                    &vals[h * hd * cap..(h + 1) * hd * cap],
+                let head = HeadKv {
+                    keys: &keys[h * hd * cap..(h + 1) * hd * cap],
+                    values: &vals[h * hd * cap..(h + 1) * hd * cap],
                     cap,
                     filled,
                     own_episode,
                     sink,
+                };
+                attend(
+                    &q[heads.clone()],
+                    &head,
                     scale,
                     &mut sc.scores[..filled],
                     &mut sc.acc,
@@ -784,27 +787,46 @@ fn decode_shard(w: &Weights, dims: &Dims, inputs: &HostInputs, s: Shard<'_>) {
 /// Entries per block of the attention loops: one 512-bit vector of f32.
 const BLOCK: usize = 16;
 
-/// Attention of one head of one token: `q [hd]` over the `filled` ring entries of `keys`,
-/// `values` (`[hd][cap]`, transposed), plus the sink slot; writes `out [hd]`. `acc` is
-/// scratch of `hd * BLOCK` floats. The scores and the weighted sum of values run over
-/// blocks of `BLOCK` entries with all `hd` dimensions accumulated in registers, so each key
-/// and value is loaded once and each score is stored once.
-#[allow(clippy::too_many_arguments)]
+/// One head's view of a slot's KV cache for one decode step.
+#[derive(Clone, Copy)]
+struct HeadKv<'a> {
+    /// Keys `[hd][cap]` (transposed ring buffer).
+    keys: &'a [f32],
+    /// Values `[hd][cap]` (transposed ring buffer).
+    values: &'a [f32],
+    /// Ring capacity.
+    cap: usize,
+    /// Entries in use (the token being decoded included).
+    filled: usize,
+    /// With episode-local attention: each entry's episode and the query's episode.
+    own_episode: Option<(&'a [i64], i64)>,
+    /// The sink slot's key and value `[hd]`, if the model has one.
+    sink: Option<(&'a [f32], &'a [f32])>,
+}
+
+/// Attention of one head of one token: `q [hd]` over the `filled` ring entries of the head's
+/// cache plus the sink slot; writes `out [hd]`. `acc` is scratch of `hd * BLOCK` floats. The
+/// scores and the weighted sum of values run over blocks of `BLOCK` entries with all `hd`
+/// dimensions accumulated in registers, so each key and value is loaded once and each score
+/// is stored once.
 #[inline(always)]
 fn attend(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    cap: usize,
-    filled: usize,
-    own_episode: Option<(&[i64], i64)>,
-    sink: Option<(&[f32], &[f32])>,
+    head: &HeadKv,
     scale: f32,
     scores: &mut [f32],
     acc: &mut [f32],
     out: &mut [f32],
     isa: Isa,
 ) {
+    let HeadKv {
+        keys,
+        values,
+        cap,
+        filled,
+        own_episode,
+        sink,
+    } = *head;
     let hd = q.len();
     let full = filled / BLOCK * BLOCK;
     if !simd_scores(isa, q, keys, cap, full, scale, scores) {

@@ -1,4 +1,4 @@
-//! The icrl policy (DESIGN.md §4): one transformer implementation for ReLIC (PPO over
+//! The icrl policy (docs/architecture.md): one transformer implementation for ReLIC (PPO over
 //! multi-episode trials), DPT and AD, plus the GRU policy of the RL² baseline.
 //!
 //! - [`ModelConfig`]: sizes, positional encoding ([`PosEncoding`]), sink variant ([`Sink`]).

@@ -74,18 +74,43 @@ impl Policy for StepByStep {
     }
 }
 
-/// Runs `chunks` collects with a random policy and returns the storage and all episodes.
-#[allow(clippy::too_many_arguments)]
-fn run(
-    env: &EnvConfig,
+/// How the sampler under test runs.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
     threads: usize,
     mode: SamplerMode,
+    /// Force the staging buffers.
+    staged: bool,
+    /// Let the random policy act on the worker threads (its fast path); false: through
+    /// `act` only ([`StepByStep`]).
+    local: bool,
+}
+
+impl Setup {
+    fn new(threads: usize, mode: SamplerMode) -> Self {
+        Setup {
+            threads,
+            mode,
+            staged: false,
+            local: false,
+        }
+    }
+}
+
+/// Runs `chunks` collects with a random policy and returns the storage and all episodes.
+fn run(
+    env: &EnvConfig,
+    setup: Setup,
     b: usize,
     t: usize,
     chunks: &[usize],
-    staged: bool,
-    local: bool,
 ) -> (Snapshot, Vec<sampler::EpisodeStats>) {
+    let Setup {
+        threads,
+        mode,
+        staged,
+        local,
+    } = setup;
     let cfg = SamplerConfig {
         threads,
         mode,
@@ -114,13 +139,18 @@ fn storage_identical_for_threads_and_modes() {
     for name in ["darkroom", "key_to_door"] {
         let env = EnvConfig::from_name(name).unwrap();
         let chunks = [37, 100, 113];
-        let reference = run(&env, 1, SamplerMode::Sync, 12, 250, &chunks, false, false);
+        let reference = run(&env, Setup::new(1, SamplerMode::Sync), 12, 250, &chunks);
         assert_eq!(reference.0.len, 250);
         assert!(!reference.1.is_empty());
         for threads in [1, 2, 4] {
             for mode in [SamplerMode::Sync, SamplerMode::DoubleBuffered] {
                 for (staged, local) in [(false, false), (true, false), (false, true)] {
-                    let got = run(&env, threads, mode, 12, 250, &chunks, staged, local);
+                    let setup = Setup {
+                        staged,
+                        local,
+                        ..Setup::new(threads, mode)
+                    };
+                    let got = run(&env, setup, 12, 250, &chunks);
                     assert!(
                         got == reference,
                         "{name}: threads {threads}, {mode:?}, staged {staged}, local {local} differ"
@@ -129,8 +159,19 @@ fn storage_identical_for_threads_and_modes() {
             }
         }
         // One collect of everything gives the same as three.
-        assert!(run(&env, 2, SamplerMode::Sync, 12, 250, &[250], false, true) == reference);
-        assert!(run(&env, 2, SamplerMode::Sync, 12, 250, &[250], false, false) == reference);
+        assert!(
+            run(
+                &env,
+                Setup {
+                    local: true,
+                    ..Setup::new(2, SamplerMode::Sync)
+                },
+                12,
+                250,
+                &[250]
+            ) == reference
+        );
+        assert!(run(&env, Setup::new(2, SamplerMode::Sync), 12, 250, &[250]) == reference);
     }
 }
 

@@ -87,26 +87,39 @@ fn mlp(p: nn::Path, input: usize, hidden: usize, out: usize) -> nn::Sequential {
         .add(nn::linear(&p / "out", h, out as i64, Default::default()))
 }
 
-/// The (init, experience) seeds of the learner of (`task`, `trial`): each of the run's two
-/// seeds mixed with the task and the trial.
-fn learner_seeds(cfg: &Config, task: TaskId, trial: usize) -> (u64, u64) {
-    let mix = |seed: u64| envs::rng::mix64(seed ^ envs::rng::mix64(task) ^ (trial as u64) << 32);
-    (mix(cfg.init_seed()), mix(cfg.experience_seed()))
+/// The two seeds of one learner.
+#[derive(Debug, Clone, Copy)]
+pub struct LearnerSeeds {
+    /// Seeds the weights and the minibatch order.
+    pub init: u64,
+    /// Seeds the envs and the actions.
+    pub experience: u64,
 }
 
-/// Learns one task from scratch; returns each env's episode returns in order. `init_seed`
-/// seeds the weights and the minibatch order, `experience_seed` the envs and the actions.
-#[allow(clippy::too_many_arguments)]
+/// The seeds of the learner of (`task`, `trial`): each of the run's two seeds mixed with the
+/// task and the trial.
+fn learner_seeds(cfg: &Config, task: TaskId, trial: usize) -> LearnerSeeds {
+    let mix = |seed: u64| envs::rng::mix64(seed ^ envs::rng::mix64(task) ^ (trial as u64) << 32);
+    LearnerSeeds {
+        init: mix(cfg.init_seed()),
+        experience: mix(cfg.experience_seed()),
+    }
+}
+
+/// Learns one task from scratch; returns each env's episode returns in order.
 pub fn learn_task(
     env: &EnvConfig,
     c: &PpoTaskConfig,
     task: TaskId,
     min_episodes: usize,
-    init_seed: u64,
-    experience_seed: u64,
+    seeds: LearnerSeeds,
     device: Device,
     mut on_update: impl FnMut(f64, f64, f64) -> Result<()>,
 ) -> Result<Vec<Vec<f64>>> {
+    let LearnerSeeds {
+        init: init_seed,
+        experience: experience_seed,
+    } = seeds;
     let spec = env.spec();
     let n = c.num_envs;
     let t_len = c.rollout_len;
@@ -313,7 +326,7 @@ pub fn train(run: &mut Run, c: &PpoTaskConfig) -> Result<()> {
     bar.set_position(state.curves.len() as u64);
     run::install_interrupt_handler();
     for (k, &(task, trial)) in jobs.iter().enumerate().skip(state.curves.len()) {
-        let (init_seed, experience_seed) = learner_seeds(&cfg, task, trial);
+        let seeds = learner_seeds(&cfg, task, trial);
         let logger = &mut run.logger;
         let updates = &mut state.updates;
         let per_env = learn_task(
@@ -321,8 +334,7 @@ pub fn train(run: &mut Run, c: &PpoTaskConfig) -> Result<()> {
             c,
             task,
             cfg.eval.episodes_per_trial,
-            init_seed,
-            experience_seed,
+            seeds,
             run.device,
             |p, v, e| {
                 *updates += 1;
@@ -395,14 +407,13 @@ fn write_result(run: &mut Run, cfg: &Config, curves: &[Vec<f64>]) -> Result<Path
 pub fn evaluate(run: &mut Run, cfg: &Config, c: &PpoTaskConfig) -> Result<PathBuf> {
     let mut curves = Vec::new();
     for (task, trial) in jobs(cfg)? {
-        let (init_seed, experience_seed) = learner_seeds(cfg, task, trial);
+        let seeds = learner_seeds(cfg, task, trial);
         let per_env = learn_task(
             &cfg.env,
             c,
             task,
             cfg.eval.episodes_per_trial,
-            init_seed,
-            experience_seed,
+            seeds,
             run.device,
             |_, _, _| Ok(()),
         )?;
@@ -443,7 +454,11 @@ mod tests {
             hidden: 8,
             ..PpoTaskConfig::default()
         };
-        let per_env = learn_task(&env, &c, 5, 7, 1, 1, Device::Cpu, |_, _, _| Ok(())).unwrap();
+        let seeds = LearnerSeeds {
+            init: 1,
+            experience: 1,
+        };
+        let per_env = learn_task(&env, &c, 5, 7, seeds, Device::Cpu, |_, _, _| Ok(())).unwrap();
         assert_eq!(per_env.len(), 3);
         for r in &per_env {
             assert!(r.len() >= 7, "{r:?}");
