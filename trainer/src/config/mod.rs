@@ -11,6 +11,7 @@ pub use load::{
 };
 pub mod baselines;
 pub mod schema;
+mod validate;
 
 pub use baselines::{
     AdConfig, BanditAlgo, BanditBaselinesConfig, ContextKind, DataConfig, DptConfig, OnlineContext,
