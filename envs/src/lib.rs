@@ -402,26 +402,76 @@ pub(crate) fn check_build(count: usize, first_slot: usize) -> Result<(), EnvErro
     Ok(())
 }
 
-/// The environment to run and its parameters; every variant's fields have the published defaults.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub enum EnvConfig {
+/// Declares [`EnvConfig`] and its name tables from one list: each entry is a variant (with its
+/// config type and doc comment), its `icrl` name, and how to get its [`EnvFamily`]. This list
+/// is the one place an environment is registered (docs/extending.md).
+macro_rules! env_registry {
+    ($( $(#[$doc:meta])* $variant:ident($config:ty) = $name:literal, family: |$c:ident| $family:expr; )*) => {
+        /// The environment to run and its parameters; every variant's fields have the published
+        /// defaults.
+        #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        pub enum EnvConfig {
+            $( $(#[$doc])* $variant($config), )*
+        }
+
+        impl EnvConfig {
+            /// Every environment name, in [`EnvConfig`] order.
+            pub const NAMES: [&'static str; [$($name),*].len()] = [$($name),*];
+
+            /// The environment's name (one of [`EnvConfig::NAMES`]).
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( EnvConfig::$variant(_) => $name, )*
+                }
+            }
+
+            /// The default configuration of a named environment; an unknown name is an error
+            /// that lists the valid names.
+            pub fn from_name(name: &str) -> Result<EnvConfig, EnvError> {
+                match name {
+                    $( $name => Ok(EnvConfig::$variant(<$config>::default())), )*
+                    _ => Err(EnvError::UnknownEnv {
+                        name: name.to_string(),
+                        valid: Self::NAMES.join(", "),
+                    }),
+                }
+            }
+
+            /// The serde variant name, used as the first element of validation paths.
+            fn variant(&self) -> &'static str {
+                match self {
+                    $( EnvConfig::$variant(_) => stringify!($variant), )*
+                }
+            }
+
+            /// The environment's family: for a grid world its rules and oracle.
+            pub fn family(&self) -> EnvFamily<'_> {
+                match self {
+                    $( EnvConfig::$variant($c) => $family, )*
+                }
+            }
+        }
+    };
+}
+
+env_registry! {
     /// DPT's Dark Room (10x10, start (0,0), reward on every goal step), `"darkroom"`.
-    DarkRoom(DarkRoomConfig),
+    DarkRoom(DarkRoomConfig) = "darkroom", family: |c| EnvFamily::Grid(c.rules());
     /// AD's Dark Room (9x9, start at the centre, 20 steps), `"darkroom_ad"`.
-    DarkRoomAd(DarkRoomAdConfig),
+    DarkRoomAd(DarkRoomAdConfig) = "darkroom_ad", family: |c| EnvFamily::Grid(c.rules());
     /// AD's Dark Room Hard (17x17, reward once, ends at the goal), `"darkroom_hard"`.
-    DarkRoomHard(DarkRoomHardConfig),
+    DarkRoomHard(DarkRoomHardConfig) = "darkroom_hard", family: |c| EnvFamily::Grid(c.rules());
     /// AD's Dark Key-to-Door (9x9, 50 steps, key then door), `"key_to_door"`.
-    KeyToDoor(KeyToDoorConfig),
+    KeyToDoor(KeyToDoorConfig) = "key_to_door", family: |c| EnvFamily::Grid(c.rules());
     /// DPT's Gaussian multi-armed bandit, `"bandit"`.
-    Bandit(BanditConfig),
+    Bandit(BanditConfig) = "bandit", family: |c| EnvFamily::Bandit(c);
     /// DPT's Miniworld one-room task (first-person RGB), `"one_room"`.
-    OneRoom(OneRoomConfig),
+    OneRoom(OneRoomConfig) = "one_room", family: |c| EnvFamily::OneRoom(c);
     /// Multi-room object navigation in procedural houses (first-person RGB), `"house_nav"`.
-    HouseNav(HouseNavConfig),
+    HouseNav(HouseNavConfig) = "house_nav", family: |c| EnvFamily::HouseNav(c);
     /// DPT's Dark Room with a random start cell every episode, `"darkroom_random"`.
-    DarkRoomRandom(DarkRoomRandomConfig),
+    DarkRoomRandom(DarkRoomRandomConfig) = "darkroom_random", family: |c| EnvFamily::Grid(c.rules());
 }
 
 /// The families of environments: the grid worlds share one engine, whose [`grid::GridRules`]
@@ -439,81 +489,6 @@ pub enum EnvFamily<'a> {
 }
 
 impl EnvConfig {
-    /// Every environment name, in [`EnvConfig`] order.
-    pub const NAMES: [&'static str; 8] = [
-        "darkroom",
-        "darkroom_ad",
-        "darkroom_hard",
-        "key_to_door",
-        "bandit",
-        "one_room",
-        "house_nav",
-        "darkroom_random",
-    ];
-
-    /// The environment's name (one of [`EnvConfig::NAMES`]).
-    pub fn name(&self) -> &'static str {
-        match self {
-            EnvConfig::DarkRoom(_) => "darkroom",
-            EnvConfig::DarkRoomAd(_) => "darkroom_ad",
-            EnvConfig::DarkRoomHard(_) => "darkroom_hard",
-            EnvConfig::KeyToDoor(_) => "key_to_door",
-            EnvConfig::Bandit(_) => "bandit",
-            EnvConfig::OneRoom(_) => "one_room",
-            EnvConfig::HouseNav(_) => "house_nav",
-            EnvConfig::DarkRoomRandom(_) => "darkroom_random",
-        }
-    }
-
-    /// The default configuration of a named environment; an unknown name is an error that lists
-    /// the valid names.
-    pub fn from_name(name: &str) -> Result<EnvConfig, EnvError> {
-        Ok(match name {
-            "darkroom" => EnvConfig::DarkRoom(DarkRoomConfig::default()),
-            "darkroom_ad" => EnvConfig::DarkRoomAd(DarkRoomAdConfig::default()),
-            "darkroom_hard" => EnvConfig::DarkRoomHard(DarkRoomHardConfig::default()),
-            "key_to_door" => EnvConfig::KeyToDoor(KeyToDoorConfig::default()),
-            "bandit" => EnvConfig::Bandit(BanditConfig::default()),
-            "one_room" => EnvConfig::OneRoom(OneRoomConfig::default()),
-            "house_nav" => EnvConfig::HouseNav(HouseNavConfig::default()),
-            "darkroom_random" => EnvConfig::DarkRoomRandom(DarkRoomRandomConfig::default()),
-            _ => {
-                return Err(EnvError::UnknownEnv {
-                    name: name.to_string(),
-                    valid: Self::NAMES.join(", "),
-                })
-            }
-        })
-    }
-
-    /// The serde variant name, used as the first element of validation paths.
-    fn variant(&self) -> &'static str {
-        match self {
-            EnvConfig::DarkRoom(_) => "DarkRoom",
-            EnvConfig::DarkRoomAd(_) => "DarkRoomAd",
-            EnvConfig::DarkRoomHard(_) => "DarkRoomHard",
-            EnvConfig::KeyToDoor(_) => "KeyToDoor",
-            EnvConfig::Bandit(_) => "Bandit",
-            EnvConfig::OneRoom(_) => "OneRoom",
-            EnvConfig::HouseNav(_) => "HouseNav",
-            EnvConfig::DarkRoomRandom(_) => "DarkRoomRandom",
-        }
-    }
-
-    /// The environment's family: for a grid world its rules and oracle.
-    pub fn family(&self) -> EnvFamily<'_> {
-        match self {
-            EnvConfig::DarkRoom(c) => EnvFamily::Grid(c.rules()),
-            EnvConfig::DarkRoomAd(c) => EnvFamily::Grid(c.rules()),
-            EnvConfig::DarkRoomHard(c) => EnvFamily::Grid(c.rules()),
-            EnvConfig::KeyToDoor(c) => EnvFamily::Grid(c.rules()),
-            EnvConfig::DarkRoomRandom(c) => EnvFamily::Grid(c.rules()),
-            EnvConfig::Bandit(c) => EnvFamily::Bandit(c),
-            EnvConfig::OneRoom(c) => EnvFamily::OneRoom(c),
-            EnvConfig::HouseNav(c) => EnvFamily::HouseNav(c),
-        }
-    }
-
     /// The rules (and oracle) of a grid world; None for the other families.
     pub fn grid_rules(&self) -> Option<grid::GridRules> {
         match self.family() {
