@@ -431,6 +431,7 @@ pub fn save(
         meta.step,
         std::process::id()
     ));
+    let _quit_cleanup = crate::run::signals::TempFileGuard::new(&tmp);
     let result = write_synced(&tmp, &tensors, header).and_then(|()| {
         std::fs::rename(&tmp, &path).map_err(|source| CheckpointError::Io {
             path: path.clone(),
