@@ -189,7 +189,11 @@ fn stop_with(signal: libc::c_int) -> (tempfile::TempDir, PathBuf, usize, Output)
 }
 
 fn step_of(checkpoint: &Path) -> u64 {
-    let name = checkpoint.file_name().unwrap().to_string_lossy().into_owned();
+    let name = checkpoint
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     name.trim_start_matches("ckpt_")
         .trim_end_matches(".safetensors")
         .parse()
@@ -369,7 +373,10 @@ fn a_damaged_latest_checkpoint_leaves_the_older_ones_usable() {
     assert!(err.contains("corrupt checkpoint"), "{err}");
     assert!(err.contains(&older.display().to_string()), "{err}");
     assert!(err.contains("--last-valid"), "{err}");
-    assert!(latest.is_file(), "nothing is set aside without --last-valid");
+    assert!(
+        latest.is_file(),
+        "nothing is set aside without --last-valid"
+    );
 
     // `--resume --last-valid` continues from it to the end.
     let resumed = icrl()
@@ -502,7 +509,14 @@ fn user_threads() -> usize {
 fn the_sampler_reports_a_worker_thread_that_cannot_start() {
     let mut bench = icrl();
     bench.args([
-        "bench", "sampler", "--env", "darkroom", "--threads", "1000", "--envs", "1000",
+        "bench",
+        "sampler",
+        "--env",
+        "darkroom",
+        "--threads",
+        "1000",
+        "--envs",
+        "1000",
     ]);
     // RLIMIT_NPROC counts every thread of the user and does not bind root, so as root the
     // benchmark runs as `nobody`, keeping only the right to read files (libtorch may sit
