@@ -1052,6 +1052,7 @@ pub fn generate_file(env: &EnvConfig, data: &DataConfig, path: &Path) -> Result<
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let tmp = dir.join(format!(".{name}.tmp.{}.{nanos}", std::process::id()));
+    let quit_cleanup = crate::run::signals::TempFileGuard::new(&tmp);
     let written = write_dataset(env, data, header, &tmp).and_then(|header| {
         match std::fs::hard_link(&tmp, path) {
             Ok(()) => Ok(header),
@@ -1072,6 +1073,7 @@ pub fn generate_file(env: &EnvConfig, data: &DataConfig, path: &Path) -> Result<
     // The temporary file goes in every case: published (the link holds the data), failed,
     // or interrupted.
     let _ = std::fs::remove_file(&tmp);
+    drop(quit_cleanup);
     written
 }
 

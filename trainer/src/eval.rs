@@ -50,6 +50,7 @@ pub fn run_trials(
     let mut results: Vec<Vec<(f64, bool)>> = vec![Vec::new(); slots];
     sampler.start_trials(tasks, storage)?;
     while results.iter().any(|r| r.len() < episodes) {
+        stop_if_signalled()?;
         let room = storage.rollout_len() - storage.len;
         anyhow::ensure!(
             room > 0,
@@ -64,6 +65,20 @@ pub fn run_trials(
         }
     }
     Ok(results)
+}
+
+/// Abandons an evaluation once a stop signal arrived (only a training run installs the
+/// handler): a final evaluation can take minutes, longer than a scheduler waits between
+/// SIGTERM and SIGKILL. Nothing of the evaluation is written; the run's last checkpoint stays,
+/// and `icrl train --resume` evaluates again from it.
+pub fn stop_if_signalled() -> Result<()> {
+    if crate::run::interrupted() {
+        return Err(crate::run::signals::Stopped {
+            what: "the evaluation was abandoned (nothing of it written)".into(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Evaluates an actor-critic transformer trained under `run_cfg` with its protocol

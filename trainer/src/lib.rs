@@ -34,7 +34,21 @@ use eval::EvalOverrides;
 /// Trains the method named in the run's config.
 pub fn train(run: &mut run::Run) -> anyhow::Result<()> {
     let method = run.config.method.clone();
-    methods::of(&method).train(run)
+    methods::of(&method).train(run).map_err(|e| {
+        // Work stopped by a signal between two checkpoints (an evaluation): say where to
+        // resume, like a run stopped at a checkpoint does.
+        match e.downcast::<run::signals::Stopped>() {
+            Ok(stopped) => run::signals::Stopped {
+                what: format!(
+                    "{}; the saved checkpoints are kept; resume with: icrl train --resume {}",
+                    stopped.what,
+                    run.dir.display()
+                ),
+            }
+            .into(),
+            Err(e) => e,
+        }
+    })
 }
 
 /// `icrl eval`: evaluates a run's checkpoint (the latest, or `checkpoint_path`) with the

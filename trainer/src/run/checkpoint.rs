@@ -82,14 +82,16 @@ pub fn metadata_checksum<'a>(entries: impl IntoIterator<Item = (&'a String, &'a 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// A file-system operation failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    // The I/O error is part of the message, not a `source`: anyhow's `{:#}` would print it
+    // twice ("File too large (os error 27): File too large (os error 27)").
+    #[error("cannot {action} {}: {error}", path.display())]
     Io {
         /// The file or folder concerned.
         path: PathBuf,
         /// What was being done ("read", "rename to the final name", ...).
         action: &'static str,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a readable icrl checkpoint (truncated, damaged, or foreign).
     #[error("corrupt checkpoint {}: {reason}", path.display())]
@@ -249,7 +251,7 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
             return Err(CheckpointError::Io {
                 path: dir.to_path_buf(),
                 action: "list",
-                source,
+                error: source,
             })
         }
     };
@@ -258,7 +260,7 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
         let entry = entry.map_err(|source| CheckpointError::Io {
             path: dir.to_path_buf(),
             action: "list",
-            source,
+            error: source,
         })?;
         if let Some(step) = entry.file_name().to_str().and_then(step_of) {
             out.push((step, entry.path()));
@@ -418,7 +420,7 @@ pub fn save(
     std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
         path: dir.to_path_buf(),
         action: "create checkpoint folder",
-        source,
+        error: source,
     })?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -429,11 +431,12 @@ pub fn save(
         meta.step,
         std::process::id()
     ));
+    let _quit_cleanup = crate::run::signals::TempFileGuard::new(&tmp);
     let result = write_synced(&tmp, &tensors, header).and_then(|()| {
         std::fs::rename(&tmp, &path).map_err(|source| CheckpointError::Io {
             path: path.clone(),
             action: "rename the temporary file to",
-            source,
+            error: source,
         })
     });
     if let Err(e) = result {
@@ -452,7 +455,7 @@ pub fn save(
                     return Err(CheckpointError::Io {
                         path: old.clone(),
                         action: "delete old checkpoint",
-                        source,
+                        error: source,
                     })
                 }
                 Ok(()) => {}
@@ -481,7 +484,7 @@ fn write_synced(
         safetensors::SafeTensorError::IoError(source) => CheckpointError::Io {
             path: tmp.to_path_buf(),
             action: "write",
-            source,
+            error: source,
         },
         other => CheckpointError::InvalidInput {
             path: tmp.to_path_buf(),
@@ -493,7 +496,7 @@ fn write_synced(
         .map_err(|source| CheckpointError::Io {
             path: tmp.to_path_buf(),
             action: "fsync",
-            source,
+            error: source,
         })
 }
 
@@ -504,7 +507,7 @@ fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
         .map_err(|source| CheckpointError::Io {
             path: dir.to_path_buf(),
             action: "fsync folder",
-            source,
+            error: source,
         })?;
     #[cfg(not(unix))]
     let _ = dir;
@@ -522,7 +525,7 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         action: "read",
-        source,
+        error: source,
     })?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
         corrupt(format!(

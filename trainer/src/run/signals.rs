@@ -11,11 +11,11 @@
 //!   previous handler called `process::exit`, which ran libtorch's static destructors under
 //!   its running threads: segfaults and "Invalid (backend, op) pair" panics.)
 //!
-//! The handler itself only updates atomics and calls `write` and `_exit`, all
-//! async-signal-safe. A process that forwards signals (the sweep) installs it in
+//! The handler itself only updates atomics and calls `write`, `unlink` (of the temporary file
+//! being written, see [`TempFileGuard`]) and `_exit`, all async-signal-safe. A process that forwards signals (the sweep) installs it in
 //! [`Mode::Count`], where it only counts; the sweep forwards each signal once to its children.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 /// What the handler does besides recording a signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,9 @@ static MODE: AtomicI32 = AtomicI32::new(0);
 static SAVED: AtomicBool = AtomicBool::new(false);
 static FIRST: AtomicI32 = AtomicI32::new(0);
 static TOTAL: AtomicUsize = AtomicUsize::new(0);
+/// The temporary file being written (a NUL-terminated path, or null), removed by a second
+/// signal's immediate exit: see [`TempFileGuard`].
+static TEMP_FILE: AtomicPtr<libc::c_char> = AtomicPtr::new(std::ptr::null_mut());
 static COUNTS: [AtomicUsize; 3] = [
     AtomicUsize::new(0),
     AtomicUsize::new(0),
@@ -73,6 +76,7 @@ extern "C" fn on_signal(signal: libc::c_int) {
         );
     } else if SAVED.load(Ordering::SeqCst) {
         write_stderr(b"\nicrl: second stop signal: the checkpoint is saved; quitting now\n");
+        remove_temp_file();
         // SAFETY: as below.
         unsafe { libc::_exit(exit_code()) };
     } else {
@@ -80,9 +84,56 @@ extern "C" fn on_signal(signal: libc::c_int) {
             b"\nicrl: second stop signal: quitting now without saving (exit code 1); the last \
               checkpoint is kept\n",
         );
+        remove_temp_file();
         // SAFETY: _exit is async-signal-safe and ends every thread without running any
         // destructor or atexit handler, so libtorch is not touched.
         unsafe { libc::_exit(QUIT_NOW_EXIT_CODE) };
+    }
+}
+
+/// Removes the registered temporary file, if any (unlink is async-signal-safe).
+fn remove_temp_file() {
+    let path = TEMP_FILE.load(Ordering::SeqCst);
+    if !path.is_null() {
+        // SAFETY: a registered path is a leaked, never freed, NUL-terminated string.
+        unsafe {
+            libc::unlink(path);
+        }
+    }
+}
+
+/// While alive, a second stop signal's immediate exit removes `path` (a checkpoint's or a
+/// dataset's temporary file, which nothing else would clean up after `_exit`). One file at a
+/// time: a newer guard replaces the registration.
+pub struct TempFileGuard {
+    path: *mut libc::c_char,
+}
+
+impl TempFileGuard {
+    /// Registers `path`. The path's bytes are leaked on purpose (about 100 bytes per
+    /// checkpoint or dataset written): the handler may read them on another thread at any
+    /// time, so they are never freed.
+    pub fn new(path: &std::path::Path) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        let path = match std::ffi::CString::new(path.as_os_str().as_bytes()) {
+            Ok(c) => c.into_raw(),
+            // A path with a NUL byte cannot be a file name: nothing to register.
+            Err(_) => std::ptr::null_mut(),
+        };
+        TEMP_FILE.store(path, Ordering::SeqCst);
+        TempFileGuard { path }
+    }
+}
+
+impl Drop for TempFileGuard {
+    fn drop(&mut self) {
+        // Unregister only our own file (a newer guard may have replaced it).
+        let _ = TEMP_FILE.compare_exchange(
+            self.path,
+            std::ptr::null_mut(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
 }
 

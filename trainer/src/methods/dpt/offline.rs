@@ -83,6 +83,7 @@ pub fn offline_returns(
     let mut actions = vec![0u32; n];
     let (s, i, t) = (layout.s, layout.i, layout.t as i64);
     for _ in 0..spec.horizon {
+        crate::eval::stop_if_signalled()?;
         host.query.copy_from_slice(&obs.vector[..n * s]);
         host.query_img.copy_from_slice(&obs.image[..n * i]);
         let batch = host.to_tensors(image, device);
