@@ -46,6 +46,8 @@ mod cache;
 mod config;
 mod fused_decode;
 mod gru;
+pub mod cuda_memory;
+pub mod memory_plan;
 mod sequence;
 mod tokens;
 mod transformer;
