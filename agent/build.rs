@@ -21,7 +21,10 @@ fn build_cuda_memory_shim() {
         std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys sets DEP_TCH_LIBTORCH_LIB"),
     );
     let lib = lib.canonicalize().unwrap_or(lib);
-    let torch = lib.parent().expect("libtorch lib folder has a parent").to_path_buf();
+    let torch = lib
+        .parent()
+        .expect("libtorch lib folder has a parent")
+        .to_path_buf();
     let mut cuda_include: Vec<PathBuf> = Vec::new();
     if let Some(site) = torch.parent() {
         cuda_include.extend(

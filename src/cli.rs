@@ -381,6 +381,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("run folder: {}", run.dir.display());
             trainer::train(&mut run)?;
             run.log_hparams_end()?;
+            // Peak memory of the run as one JSON line (stderr): the CUDA allocator's peak on a
+            // GPU (with the `cuda` feature), the resident-set peak on the CPU.
+            eprintln!(
+                "{}",
+                serde_json::json!(trainer::info::peak_memory(run.device))
+            );
             eprintln!("done: {}", run.dir.display());
             Ok(())
         }

@@ -7,8 +7,8 @@ use crate::cache::KvCache;
 use crate::config::{DType, ModelConfig, ObsSpec, PosEncoding, Sink, SinkInit};
 use crate::fused_decode::FusedDecoder;
 use crate::memory_plan::ModelMemory;
-use crate::transformer::{causal_attention, SinkKv};
 use crate::tokens::StepInputs;
+use crate::transformer::{causal_attention, SinkKv};
 use crate::ActorCritic;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -357,8 +357,17 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
     }
 
     if opts.attention_iters > 0 {
-        attention_benchmark(opts, &cfg, b, n, dtype.kind(), device, train_seconds_per_iter, &mut report)
-            .context("attention micro-benchmark")?;
+        attention_benchmark(
+            opts,
+            &cfg,
+            b,
+            n,
+            dtype.kind(),
+            device,
+            train_seconds_per_iter,
+            &mut report,
+        )
+        .context("attention micro-benchmark")?;
     }
 
     let decode_batch = opts.decode_batch.unwrap_or(opts.batch);
@@ -367,10 +376,9 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
     if opts.decode_steps > 0 {
         let steps = opts.decode_steps as i64;
         let mut cache = KvCache::new(&cfg, decode_batch, opts.context, device)?;
-        report["plan_kv_cache_bytes"] = json!(
-            (decode_batch as f64 * (memory.kv_per_token * n as f64 + memory.kv_per_slot)).round()
-                as u64
-        );
+        report["plan_kv_cache_bytes"] = json!((decode_batch as f64
+            * (memory.kv_per_token * n as f64 + memory.kv_per_slot))
+            .round() as u64);
         report["kv_cache_bytes"] = json!(cache.memory_bytes());
         // Pretend the cache holds N - steps tokens, then time `steps` single-token decodes,
         // the last one at cache length N.
@@ -459,7 +467,14 @@ fn attention_benchmark(
     let plain_forward = || {
         let _guard = tch::no_grad_guard();
         let _ = Tensor::scaled_dot_product_attention(
-            &q, &k, &v, None::<Tensor>, 0.0, true, None, false,
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            true,
+            None,
+            false,
         );
     };
     let (bf, hf, nf, hdf) = (b as f64, h as f64, n as f64, hd as f64);

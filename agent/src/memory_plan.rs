@@ -62,7 +62,11 @@ fn cnn_shapes(cfg: &ModelConfig, (h, w): (usize, usize)) -> Vec<(f64, f64, f64)>
 
 /// Trainable parameters of `ActorCritic::new(cfg, spec)`, counted from the config.
 pub fn parameter_count(cfg: &ModelConfig, spec: &ObsSpec) -> u64 {
-    let (d, m, a) = (cfg.d_model as u64, cfg.mlp_hidden as u64, spec.num_actions as u64);
+    let (d, m, a) = (
+        cfg.d_model as u64,
+        cfg.mlp_hidden as u64,
+        spec.num_actions as u64,
+    );
     let mut n = 0u64;
     // Token encoder.
     if spec.vector_dim > 0 {
@@ -84,9 +88,11 @@ pub fn parameter_count(cfg: &ModelConfig, spec: &ObsSpec) -> u64 {
     }
     n += (a + 1) * d; // previous-action embedding
     n += d + d; // previous-reward linear (1 -> D, with bias)
-    // Trunk.
+                // Trunk.
     let sink_params = match cfg.sink {
-        Sink::SinkKv { k, v } => [k, v].iter().filter(|&&s| s == SinkInit::Learned).count() as u64 * d,
+        Sink::SinkKv { k, v } => {
+            [k, v].iter().filter(|&&s| s == SinkInit::Learned).count() as u64 * d
+        }
         _ => 0,
     };
     n += cfg.layers as u64 * (4 * d * d + 3 * d * m + 2 * d + sink_params);

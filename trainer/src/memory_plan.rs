@@ -83,13 +83,20 @@ pub fn plan(config: &Config) -> Result<RunMemoryPlan> {
     let kv_cache_bytes = b * (mem.kv_per_token * t + mem.kv_per_slot);
 
     // The longest prefix an update trains on.
-    let updates =
-        ppo_math::rollout_updates(ppo.rollout_len, ppo.updates_per_rollout, ppo.full_updates_per_rollout);
+    let updates = ppo_math::rollout_updates(
+        ppo.rollout_len,
+        ppo.updates_per_rollout,
+        ppo.full_updates_per_rollout,
+    );
     let reached = match ppo.stop_after_updates {
         Some(n) if (n as usize) < updates.len() => &updates[..n as usize],
         _ => &updates[..],
     };
-    let update_tokens = reached.iter().map(|u| u.end).max().unwrap_or(ppo.rollout_len);
+    let update_tokens = reached
+        .iter()
+        .map(|u| u.end)
+        .max()
+        .unwrap_or(ppo.rollout_len);
     let end = update_tokens as f64;
 
     // The update's inputs over every env (i64 copies of three integer fields, alive for the
@@ -103,21 +110,38 @@ pub fn plan(config: &Config) -> Result<RunMemoryPlan> {
     let train_common = all_inputs + mb_inputs + mb_tokens * mem.backward_working;
     let train_step_bytes = train_common + mem.activations(model.layers, mb_tokens);
     let train_step_checkpointed_bytes = train_common + mem.activations_checkpointed(mb_tokens);
+    // A refresh follows every reached update after which the trial goes on collecting.
+    let refreshed = reached
+        .windows(2)
+        .filter(|w| w[1].collect > 0)
+        .map(|w| w[0].end)
+        .max();
     let keys = t + if model.sink.has_slot() { 1.0 } else { 0.0 };
-    let chunk = PREFILL_CHUNK.min(end);
-    let refresh_bytes = b * chunk * (keys * (1.0 + e * model.heads as f64) + mem.forward_working);
+    let refresh_bytes = refreshed.map_or(0.0, |prefix| {
+        let chunk = PREFILL_CHUNK.min(prefix as f64);
+        b * chunk * (keys * (1.0 + e * model.heads as f64) + mem.forward_working)
+    });
 
     let resident_bytes =
         parameter_bytes + gradient_bytes + optimiser_bytes + storage_bytes + kv_cache_bytes;
     let moments = [
-        ("value forward (no grad, all envs)", value_forward_bytes, value_forward_bytes),
-        ("training minibatch", train_step_bytes, train_step_checkpointed_bytes),
+        (
+            "value forward (no grad, all envs)",
+            value_forward_bytes,
+            value_forward_bytes,
+        ),
+        (
+            "training minibatch",
+            train_step_bytes,
+            train_step_checkpointed_bytes,
+        ),
         ("KV-cache refresh", refresh_bytes, refresh_bytes),
     ];
-    let (peak_moment, widest, _) = moments
-        .iter()
-        .copied()
-        .fold(("none", 0.0f64, 0.0), |a, m| if m.1 > a.1 { m } else { a });
+    let (peak_moment, widest, _) =
+        moments
+            .iter()
+            .copied()
+            .fold(("none", 0.0f64, 0.0), |a, m| if m.1 > a.1 { m } else { a });
     let widest_checkpointed = moments.iter().map(|m| m.2).fold(0.0f64, f64::max);
     Ok(RunMemoryPlan {
         parameters: mem.parameters,
@@ -158,7 +182,9 @@ pub fn parse_size(text: &str) -> Result<f64> {
         "mb" => 1e6,
         "gb" => 1e9,
         "tb" => 1e12,
-        other => bail!("{text:?}: unknown unit {other:?} (expected KiB, MiB, GiB, TiB, KB, MB, GB or TB)"),
+        other => bail!(
+            "{text:?}: unknown unit {other:?} (expected KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+        ),
     };
     Ok(value * scale)
 }
@@ -215,12 +241,21 @@ pub fn to_text(plan: &RunMemoryPlan, devices: &[f64]) -> String {
     row("rollout storage", plan.storage_bytes);
     row("KV cache (sampler)", plan.kv_cache_bytes);
     row("= resident", plan.resident_bytes);
-    row("value forward, no grad (transient)", plan.value_forward_bytes);
+    row(
+        "value forward, no grad (transient)",
+        plan.value_forward_bytes,
+    );
     row("training minibatch (transient)", plan.train_step_bytes);
-    row("  with activation checkpointing", plan.train_step_checkpointed_bytes);
+    row(
+        "  with activation checkpointing",
+        plan.train_step_checkpointed_bytes,
+    );
     row("KV-cache refresh (transient)", plan.refresh_bytes);
     row("= peak", plan.peak_bytes);
-    row("  with activation checkpointing", plan.peak_checkpointed_bytes);
+    row(
+        "  with activation checkpointing",
+        plan.peak_checkpointed_bytes,
+    );
     out.push_str(&format!(
         "peak set by: {}; update prefix {} tokens\n",
         plan.peak_moment, plan.update_tokens
