@@ -167,3 +167,38 @@ fn cuda_training_step_matches_cpu_in_f32() {
         assert!(err < TOL_F32, "{name}: gradient relative error {err}");
     }
 }
+
+/// The memory plan counts the parameters exactly, for vector and image observations and every
+/// sink and position variant.
+#[test]
+fn memory_plan_counts_every_parameter() {
+    use agent::memory_plan::parameter_count;
+    let image = agent::ObsSpec {
+        vector_dim: 9,
+        image: Some((20, 18)),
+        num_actions: 4,
+    };
+    for spec in [spec(), image] {
+        for sink in sinks() {
+            for positional in [
+                PosEncoding::None,
+                PosEncoding::Learned,
+                PosEncoding::EpisodeRope,
+            ] {
+                let cfg = tiny(positional, sink);
+                let vs = nn::VarStore::new(Device::Cpu);
+                let _model = ActorCritic::new(&vs.root(), &cfg, &spec).unwrap();
+                let real: i64 = vs
+                    .trainable_variables()
+                    .iter()
+                    .map(|v| v.numel() as i64)
+                    .sum();
+                assert_eq!(
+                    parameter_count(&cfg, &spec),
+                    real as u64,
+                    "{sink:?} {positional:?} {spec:?}"
+                );
+            }
+        }
+    }
+}
