@@ -8,7 +8,7 @@ CARGO ?= cargo
 # libtorch's OpenMP workers spin while idle; on 2 shared cores that costs several-fold.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: all libtorch build run test test-slurm bench bench-compare fmt lint clean tensorboard
+.PHONY: all libtorch build run test test-slurm bench bench-compare fmt lint clean tensorboard gpu-bundle gpu-check
 
 all: build
 
@@ -52,6 +52,18 @@ BENCH_PYTHON ?= $(or $(ICRL_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/icrl)/
 bench-compare: build
 	$(BENCH_PYTHON) bench/reference/compare.py --python $(BENCH_PYTHON) --work $(WORK) \
 		--rounds $(ROUNDS) --threads $(THREADS) --context $(CONTEXT) $(if $(BATCH),--batch $(BATCH))
+
+# `make gpu-bundle`: the release binary and the CUDA test executables built with the `cuda`
+# feature into target/gpu-bundle/ (stripped; carried to a GPU machine, where nothing is
+# compiled). `make gpu-check [GPU_OUT=DIR] [DEVICE=cuda:0]` runs scripts/gpu_check.sh with
+# them (docs/gpu.md).
+GPU_OUT ?= gpu_check
+DEVICE ?= cuda:0
+gpu-bundle: libtorch
+	scripts/gpu_bundle.sh
+
+gpu-check:
+	scripts/gpu_check.sh $(GPU_OUT) --device $(DEVICE) --bin target/gpu-bundle
 
 fmt:
 	$(CARGO) fmt --all

@@ -244,6 +244,27 @@ pub enum BenchCommand {
         /// f32 or bf16 (default: bf16 on CUDA, f32 on CPU).
         #[arg(long)]
         dtype: Option<String>,
+        /// Env slots when decoding (default: --batch).
+        #[arg(long)]
+        decode_batch: Option<usize>,
+        /// The device's dense peak in TFLOP/s for the dtype (e.g. 989 for an H100/H200 in
+        /// bf16): achieved FLOP/s are then also given as a fraction of it.
+        #[arg(long)]
+        peak_tflops: Option<f64>,
+        /// Timed repetitions of the attention micro-benchmark (0 skips it).
+        #[arg(long, default_value_t = 3)]
+        attention_iters: usize,
+        /// Print the predicted peak memory of this ReLIC run config instead of benchmarking
+        /// (nothing is allocated): parameters, optimiser, storage, KV cache, activations with
+        /// and without checkpointing, and whether it fits each --device-memory.
+        #[arg(long, value_name = "CONFIG")]
+        plan: Option<PathBuf>,
+        /// With --plan: override a config field (repeatable).
+        #[arg(long = "set", value_name = "PATH=VALUE", requires = "plan")]
+        set: Vec<String>,
+        /// With --plan: device sizes to check, e.g. 24GiB,40GiB (default 24, 40, 80, 141 GiB).
+        #[arg(long, value_delimiter = ',', requires = "plan")]
+        device_memory: Vec<String>,
     },
     /// End-to-end env steps/s of a ReLIC config, split into sampling (inference, env), PPO
     /// update and KV-cache refresh (no checkpoints, a one-episode final evaluation).
@@ -360,6 +381,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("run folder: {}", run.dir.display());
             trainer::train(&mut run)?;
             run.log_hparams_end()?;
+            // Peak memory of the run as one JSON line (stderr): the CUDA allocator's peak on a
+            // GPU (with the `cuda` feature), the resident-set peak on the CPU.
+            eprintln!(
+                "{}",
+                serde_json::json!(trainer::info::peak_memory(run.device))
+            );
             eprintln!("done: {}", run.dir.display());
             Ok(())
         }
@@ -509,7 +536,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             iters,
             decode_steps,
             dtype,
+            decode_batch,
+            peak_tflops,
+            attention_iters,
+            plan,
+            set,
+            device_memory,
         }) => {
+            if let Some(path) = plan {
+                let config: trainer::Config = config::load(&path, &set)?;
+                let devices = if device_memory.is_empty() {
+                    trainer::memory_plan::DEVICE_SIZES_GIB
+                        .iter()
+                        .map(|g| g * 1024f64.powi(3))
+                        .collect()
+                } else {
+                    device_memory
+                        .iter()
+                        .map(|d| trainer::memory_plan::parse_size(d))
+                        .collect::<anyhow::Result<Vec<f64>>>()
+                        .map_err(|e| UsageError(format!("--device-memory: {e}")))?
+                };
+                let plan = trainer::memory_plan::plan(&config)
+                    .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+                print!("{}", trainer::memory_plan::to_text(&plan, &devices));
+                print_json(&trainer::memory_plan::to_json(&config, &plan, &devices));
+                return Ok(());
+            }
             let dtype = match dtype.as_deref() {
                 None => None,
                 Some("f32") => Some(agent::DType::F32),
@@ -528,6 +581,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 dtype,
                 train_iters: iters,
                 decode_steps,
+                decode_batch,
+                peak_tflops,
+                attention_iters,
                 ..agent::BenchModelOptions::default()
             };
             print_json(&agent::bench_model(&opts)?);

@@ -6,7 +6,9 @@
 use crate::cache::KvCache;
 use crate::config::{DType, ModelConfig, ObsSpec, PosEncoding, Sink, SinkInit};
 use crate::fused_decode::FusedDecoder;
+use crate::memory_plan::ModelMemory;
 use crate::tokens::StepInputs;
+use crate::transformer::{causal_attention, SinkKv};
 use crate::ActorCritic;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -44,6 +46,13 @@ pub struct BenchModelOptions {
     pub train_iters: usize,
     /// Timed decode steps (one token per env each; 0 skips decoding).
     pub decode_steps: usize,
+    /// Env slots when decoding (default: `batch`).
+    pub decode_batch: Option<usize>,
+    /// The device's dense peak in TFLOP/s for the model's dtype (e.g. 989 for an H100/H200
+    /// in bf16); when given, achieved FLOP/s are also reported as a fraction of it.
+    pub peak_tflops: Option<f64>,
+    /// Timed repetitions of the attention micro-benchmark (0 skips it).
+    pub attention_iters: usize,
 }
 
 impl Default for BenchModelOptions {
@@ -65,6 +74,9 @@ impl Default for BenchModelOptions {
             train_warmup: 1,
             train_iters: 2,
             decode_steps: 64,
+            decode_batch: None,
+            peak_tflops: None,
+            attention_iters: 3,
         }
     }
 }
@@ -109,9 +121,47 @@ fn cpu_peak_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Resident memory now (VmRSS) in bytes, Linux only.
+fn cpu_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Resets VmHWM to the current resident size (Linux >= 4.0; ignored elsewhere).
 fn reset_cpu_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Memory the process holds for tensors now: the CUDA allocator's live bytes, or on the CPU
+/// the resident size (libtorch's CPU allocator returns large blocks to the system at once).
+fn memory_now(device: Device) -> Option<u64> {
+    match device {
+        Device::Cuda(i) => crate::cuda_memory::stats(i).map(|m| m.allocated),
+        _ => cpu_resident_bytes(),
+    }
+}
+
+/// Starts a new peak: VmHWM on the CPU, the allocator's peak on CUDA.
+fn reset_peak(device: Device) {
+    match device {
+        Device::Cuda(i) => {
+            crate::cuda_memory::reset_peak(i);
+        }
+        _ => reset_cpu_peak(),
+    }
+}
+
+/// The peak since [`reset_peak`]: VmHWM on the CPU, the allocator's peak of live tensor bytes
+/// on CUDA (`torch.cuda.max_memory_allocated`), else what nvidia-smi says the process holds.
+fn peak_since_reset(device: Device) -> Option<u64> {
+    match device {
+        Device::Cuda(i) => crate::cuda_memory::stats(i)
+            .map(|m| m.peak_allocated)
+            .or_else(cuda_used_bytes),
+        _ => cpu_peak_bytes(),
+    }
 }
 
 /// GPU memory this process holds (the caching allocator keeps its peak reservation), from
@@ -134,9 +184,28 @@ fn cuda_used_bytes() -> Option<u64> {
 }
 
 fn peak_bytes(device: Device) -> Option<u64> {
-    match device {
-        Device::Cpu => cpu_peak_bytes(),
-        _ => cuda_used_bytes(),
+    peak_since_reset(device)
+}
+
+/// Forward FLOPs of one sequence of `t` tokens through the trunk and heads (multiply-adds
+/// count 2): the projections and MLP (2 x matmul parameters per token) and causal attention
+/// (QK^T and PV over the lower triangle: 2 T^2 D per layer).
+pub fn forward_flops(cfg: &ModelConfig, actions: usize, t: f64) -> f64 {
+    let (d, m, l) = (cfg.d_model as f64, cfg.mlp_hidden as f64, cfg.layers as f64);
+    let matmul_params = l * (4.0 * d * d + 3.0 * d * m) + d * (actions as f64 + 1.0);
+    2.0 * matmul_params * t + l * 2.0 * t * t * d
+}
+
+/// FLOPs of causal attention over `b` sequences of `t` tokens, `h` heads of `hd`: forward
+/// `2 b h t^2 hd` (half of QK^T and PV); forward + backward 3.5 x that (the backward
+/// recomputes the scores: 2.5 x forward, FlashAttention-2's count). The same convention as
+/// bench/reference/sdpa_bench.py.
+pub fn attention_flops(b: f64, h: f64, t: f64, hd: f64, backward: bool) -> f64 {
+    let forward = 2.0 * b * h * t * t * hd;
+    if backward {
+        3.5 * forward
+    } else {
+        forward
     }
 }
 
@@ -194,6 +263,12 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
         image: None,
         num_actions: 7,
     };
+    // Memory before the model exists: the measured peaks below are deltas from here.
+    if device.is_cuda() {
+        let _ = Tensor::zeros([1], (Kind::Float, device)); // initialise the CUDA allocator
+        sync(device);
+    }
+    let memory_base = memory_now(device);
     let mut vs = nn::VarStore::new(device);
     let model = ActorCritic::new(&vs.root(), &cfg, &spec)?;
     if dtype == DType::Bf16 {
@@ -227,6 +302,9 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
     report["attention_backend_decode"] = json!(backend_name(decode_backend));
     drop((q, q1, mask));
 
+    let memory = ModelMemory::of(&cfg, &spec);
+    report["memory_base_bytes"] = json!(memory_base);
+    let mut train_seconds_per_iter = None;
     if opts.train_iters > 0 {
         let x = bench_inputs(b, n, &spec, device);
         let train_step = || -> Result<()> {
@@ -237,7 +315,7 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
             }
             Ok(())
         };
-        reset_cpu_peak();
+        reset_peak(device);
         for _ in 0..opts.train_warmup {
             train_step().context("training warm-up")?;
         }
@@ -248,20 +326,65 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
         }
         sync(device);
         let secs = start.elapsed().as_secs_f64();
-        report["train_seconds_per_iter"] = json!(secs / opts.train_iters as f64);
+        let per_iter = secs / opts.train_iters as f64;
+        train_seconds_per_iter = Some(per_iter);
+        report["train_seconds_per_iter"] = json!(per_iter);
         report["train_tokens_per_s"] = json!((b * n) as f64 * opts.train_iters as f64 / secs);
-        report["train_peak_bytes"] = json!(peak_bytes(device));
+        let peak = peak_bytes(device);
+        report["train_peak_bytes"] = json!(peak);
+        // The memory plan of this step: parameters and their gradients, the inputs (92 bytes
+        // a token: 16 f32 features, reward, three i64 fields), the activations kept for
+        // backward and one block's backward temporaries.
+        let tokens = (b * n) as f64;
+        let plan = 2.0 * memory.parameter_bytes
+            + 92.0 * tokens
+            + memory.activations(cfg.layers, tokens)
+            + memory.backward_working * tokens;
+        report["plan_train_bytes"] = json!(plan.round() as u64);
+        if let (Some(peak), Some(base)) = (peak, memory_base) {
+            let delta = peak.saturating_sub(base);
+            report["train_peak_delta_bytes"] = json!(delta);
+            report["train_peak_over_plan"] = json!(delta as f64 / plan);
+        }
+        // Model FLOPs: forward + backward = 3 x forward (the usual MFU convention).
+        let flops = 3.0 * b as f64 * forward_flops(&cfg, spec.num_actions, n as f64);
+        report["train_flops_per_iter"] = json!(flops);
+        report["train_tflops_per_s"] = json!(flops / per_iter / 1e12);
+        if let Some(peak) = opts.peak_tflops {
+            report["peak_tflops_used"] = json!(peak);
+            report["train_fraction_of_peak"] = json!(flops / per_iter / 1e12 / peak);
+        }
     }
 
+    if opts.attention_iters > 0 {
+        attention_benchmark(
+            opts,
+            &cfg,
+            b,
+            n,
+            dtype.kind(),
+            device,
+            train_seconds_per_iter,
+            &mut report,
+        )
+        .context("attention micro-benchmark")?;
+    }
+
+    let decode_batch = opts.decode_batch.unwrap_or(opts.batch);
+    let b = decode_batch as i64;
+    report["decode_batch"] = json!(decode_batch);
     if opts.decode_steps > 0 {
         let steps = opts.decode_steps as i64;
-        let mut cache = KvCache::new(&cfg, opts.batch, opts.context, device)?;
+        let mut cache = KvCache::new(&cfg, decode_batch, opts.context, device)?;
+        report["plan_kv_cache_bytes"] = json!((decode_batch as f64
+            * (memory.kv_per_token * n as f64 + memory.kv_per_slot))
+            .round() as u64);
         report["kv_cache_bytes"] = json!(cache.memory_bytes());
         // Pretend the cache holds N - steps tokens, then time `steps` single-token decodes,
         // the last one at cache length N.
         cache.fill_for_benchmark((n - steps).max(0) as usize)?;
         let x = bench_inputs(b, 1, &spec, device);
-        reset_cpu_peak();
+        reset_peak(device);
         let _ = model.decode(&mut cache, &x)?; // warm-up
         sync(device);
         let start = Instant::now();
@@ -280,7 +403,7 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
         // The same decode with the fused CPU path, on libtorch's thread count.
         let steps = opts.decode_steps as i64;
         let threads = tch::get_num_threads().max(1) as usize;
-        let mut fused = FusedDecoder::new(&model, opts.batch, opts.context, threads)?;
+        let mut fused = FusedDecoder::new(&model, decode_batch, opts.context, threads)?;
         fused.fill_for_benchmark((n - steps).max(0) as usize)?;
         let x = bench_inputs(b, 1, &spec, device);
         fused.decode(&model, &x)?; // warm-up
@@ -298,4 +421,77 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
         }
     }
     Ok(report)
+}
+
+/// Times the trunk's attention (`causal_attention`, with the model's sink slot) forward and
+/// forward + backward on `[b, H, n, hd]` in `kind`, and plain SDPA on the same shapes; writes
+/// the rates (same FLOP convention as bench/reference/sdpa_bench.py) and the attention share
+/// of the training step (layers x attention time / step time) into `report`.
+#[allow(clippy::too_many_arguments)]
+fn attention_benchmark(
+    opts: &BenchModelOptions,
+    cfg: &ModelConfig,
+    b: i64,
+    n: i64,
+    kind: Kind,
+    device: Device,
+    train_seconds_per_iter: Option<f64>,
+    report: &mut serde_json::Value,
+) -> Result<()> {
+    let (h, hd) = (cfg.heads as i64, cfg.head_dim() as i64);
+    let leaf = || Tensor::randn([b, h, n, hd], (kind, device)).set_requires_grad(true);
+    let (q, k, v) = (leaf(), leaf(), leaf());
+    let sink = cfg.sink.has_slot().then(|| SinkKv {
+        k: Tensor::zeros([h, hd], (kind, device)),
+        v: Tensor::zeros([h, hd], (kind, device)),
+    });
+    let time = |f: &dyn Fn()| -> f64 {
+        f(); // warm-up
+        sync(device);
+        let start = Instant::now();
+        for _ in 0..opts.attention_iters {
+            f();
+        }
+        sync(device);
+        start.elapsed().as_secs_f64() / opts.attention_iters as f64
+    };
+    let ours_forward = || {
+        let _guard = tch::no_grad_guard();
+        let _ = causal_attention(&q, &k, &v, sink.as_ref(), None);
+    };
+    let ours_backward = || {
+        causal_attention(&q, &k, &v, sink.as_ref(), None)
+            .sum(Kind::Float)
+            .backward();
+    };
+    let plain_forward = || {
+        let _guard = tch::no_grad_guard();
+        let _ = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            true,
+            None,
+            false,
+        );
+    };
+    let (bf, hf, nf, hdf) = (b as f64, h as f64, n as f64, hd as f64);
+    let fwd_flops = attention_flops(bf, hf, nf, hdf, false);
+    let both_flops = attention_flops(bf, hf, nf, hdf, true);
+    let t_fwd = time(&ours_forward);
+    let t_both = time(&ours_backward);
+    let t_plain = time(&plain_forward);
+    report["attention_shape"] = json!([b, h, n, hd]);
+    report["attention_forward_seconds"] = json!(t_fwd);
+    report["attention_forward_tflops_per_s"] = json!(fwd_flops / t_fwd / 1e12);
+    report["attention_fwd_bwd_seconds"] = json!(t_both);
+    report["attention_fwd_bwd_tflops_per_s"] = json!(both_flops / t_both / 1e12);
+    report["sdpa_plain_forward_tflops_per_s"] = json!(fwd_flops / t_plain / 1e12);
+    if let Some(step) = train_seconds_per_iter {
+        report["attention_share_of_train_step"] =
+            json!((cfg.layers as f64 * t_both / step).min(1.0));
+    }
+    Ok(())
 }

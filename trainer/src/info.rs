@@ -103,3 +103,27 @@ pub fn collect(device: Device) -> serde_json::Value {
         "attention_dtype": format!("{kind:?}"),
     })
 }
+
+/// The process's peak memory so far: on CUDA the caching allocator's peak of live tensor bytes
+/// and of reserved bytes (None without the `cuda` feature), and the resident-set peak (VmHWM).
+pub fn peak_memory(device: Device) -> serde_json::Value {
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+        });
+    let cuda = match device {
+        Device::Cuda(i) => agent::cuda_memory::stats(i),
+        _ => None,
+    };
+    json!({
+        "memory": "peak",
+        "device": format!("{device:?}"),
+        "peak_allocated_bytes": cuda.map(|m| m.peak_allocated),
+        "peak_reserved_bytes": cuda.map(|m| m.peak_reserved),
+        "peak_rss_bytes": hwm,
+    })
+}

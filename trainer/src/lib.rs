@@ -15,6 +15,7 @@ pub mod info;
 pub use config::Config;
 pub mod data;
 pub mod eval;
+pub mod memory_plan;
 pub mod methods;
 pub mod optim;
 pub mod plot;

@@ -12,6 +12,10 @@ pub struct Adam {
     m: Vec<Tensor>,
     /// Second moments, one per parameter.
     v: Vec<Tensor>,
+    /// f32 master copy of each parameter stored in a narrower type (bf16 models): the step
+    /// runs on it and writes the rounded result back, so updates smaller than a bf16 ulp of
+    /// the weight accumulate instead of vanishing. None for f32 (and f64) parameters.
+    master: Vec<Option<Tensor>>,
     /// Optimiser steps taken.
     pub step: i64,
     /// Exponential decay of the first moment.
@@ -33,13 +37,18 @@ impl Adam {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        let zeros = |t: &Tensor| Tensor::zeros_like(t).set_requires_grad(false);
+        // Moments in f32 at least, whatever the parameters' type.
+        let zeros = |t: &Tensor| {
+            Tensor::zeros(t.size(), (wide_kind(t.kind()), t.device())).set_requires_grad(false)
+        };
         let m = params.iter().map(|(_, t)| zeros(t)).collect();
         let v = params.iter().map(|(_, t)| zeros(t)).collect();
+        let master = params.iter().map(|(_, t)| master_copy(t)).collect();
         Adam {
             params,
             m,
             v,
+            master,
             step: 0,
             beta1,
             beta2,
@@ -97,9 +106,10 @@ impl Adam {
         self.step += 1;
         let bias1 = 1.0 - self.beta1.powi(self.step as i32);
         let bias2 = 1.0 - self.beta2.powi(self.step as i32);
-        for ((_, p), (m, v)) in self
+        for (((_, p), master), (m, v)) in self
             .params
             .iter_mut()
+            .zip(self.master.iter_mut())
             .zip(self.m.iter_mut().zip(self.v.iter_mut()))
         {
             // A parameter that got no gradient (a block skipped by depth dropout) counts as a
@@ -109,8 +119,14 @@ impl Adam {
             if !grad.defined() {
                 grad = Tensor::zeros_like(p);
             }
+            let grad = grad.to_kind(m.kind());
+            // The step runs on the f32 master copy when there is one, then rounds into `p`.
+            let target: &mut Tensor = match master {
+                Some(w) => w,
+                None => p,
+            };
             if self.weight_decay > 0.0 {
-                let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                let _ = target.g_mul_scalar_(1.0 - lr * self.weight_decay);
             }
             // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
             let _ = m
@@ -121,24 +137,36 @@ impl Adam {
                 .g_add_(&(&grad * &grad * (1.0 - self.beta2)));
             let denom = (&*v / bias2).sqrt() + self.eps;
             let update = (&*m / bias1) / denom * lr;
-            let _ = p.g_sub_(&update);
+            let _ = target.g_sub_(&update);
+            if let Some(w) = master {
+                p.copy_(w);
+            }
         }
     }
 
-    /// The optimiser state as named tensors (`optim.m.<var>`, `optim.v.<var>`, `optim.step`),
-    /// for checkpoints.
+    /// The optimiser state as named tensors (`optim.m.<var>`, `optim.v.<var>`, `optim.step`,
+    /// and `optim.master.<var>` for parameters narrower than f32), for checkpoints.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::with_capacity(2 * self.params.len() + 1);
-        for ((name, _), (m, v)) in self.params.iter().zip(self.m.iter().zip(self.v.iter())) {
+        let mut out = Vec::with_capacity(3 * self.params.len() + 1);
+        for (((name, _), master), (m, v)) in self
+            .params
+            .iter()
+            .zip(&self.master)
+            .zip(self.m.iter().zip(self.v.iter()))
+        {
             out.push((format!("optim.m.{name}"), m.shallow_clone()));
             out.push((format!("optim.v.{name}"), v.shallow_clone()));
+            if let Some(w) = master {
+                out.push((format!("optim.master.{name}"), w.shallow_clone()));
+            }
         }
         out.push(("optim.step".to_string(), Tensor::from_slice(&[self.step])));
         out
     }
 
     /// Restores the state written by [`Adam::state_tensors`]; every moment must be present
-    /// with the parameter's shape.
+    /// with the parameter's shape. A master copy missing from the checkpoint (one written
+    /// before master copies existed) is taken from the loaded parameter.
     pub fn load_state(&mut self, tensors: &[(String, Tensor)]) -> anyhow::Result<()> {
         let find = |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t);
         let _guard = tch::no_grad_guard();
@@ -161,6 +189,14 @@ impl Adam {
                 }
             }
         }
+        for ((name, p), master) in self.params.iter().zip(self.master.iter_mut()) {
+            if let Some(w) = master {
+                match find(&format!("optim.master.{name}")) {
+                    Some(src) if src.size() == p.size() => w.copy_(src),
+                    _ => w.copy_(p),
+                }
+            }
+        }
         match find("optim.step") {
             Some(t) => self.step = t.int64_value(&[0]),
             None => problems.push("tensor optim.step: missing in checkpoint".to_string()),
@@ -174,6 +210,20 @@ impl Adam {
             )
         }
     }
+}
+
+/// The type optimiser state is kept in for parameters of `kind`: f32 for anything narrower.
+fn wide_kind(kind: Kind) -> Kind {
+    match kind {
+        Kind::Double => Kind::Double,
+        _ => Kind::Float,
+    }
+}
+
+/// An f32 copy of a parameter stored in a narrower floating type (bf16, f16); None otherwise.
+fn master_copy(p: &Tensor) -> Option<Tensor> {
+    matches!(p.kind(), Kind::BFloat16 | Kind::Half)
+        .then(|| p.detach().to_kind(Kind::Float).set_requires_grad(false))
 }
 
 /// Linear warm-up from `lr * start_factor` to `lr` over `warmup` steps, then cosine decay

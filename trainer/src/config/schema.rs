@@ -187,6 +187,12 @@ pub struct PpoConfig {
     pub final_lr: f64,
     /// Stop with an error after this many consecutive updates with a NaN/inf loss.
     pub max_bad_updates: usize,
+    /// End the run after this many PPO updates (partial and full, counted over the whole run),
+    /// even inside a trial: the trial is cut there, and the run evaluates, checkpoints and
+    /// finishes as if `total_steps` were reached. For smoke tests and device checks of
+    /// long-trial configs (`scripts/gpu_check.sh` trains a few partial updates of one
+    /// 65,536-step trial). None: train to `total_steps`.
+    pub stop_after_updates: Option<u64>,
 }
 
 impl Default for PpoConfig {
@@ -216,6 +222,7 @@ impl Default for PpoConfig {
             warmup_start_factor: 1e-3,
             final_lr: 1e-5,
             max_bad_updates: 5,
+            stop_after_updates: None,
         }
     }
 }
@@ -239,6 +246,9 @@ impl Validate for PpoConfig {
         }
         if self.total_steps == 0 {
             bad("total_steps", "must be at least 1".into());
+        }
+        if self.stop_after_updates == Some(0) {
+            bad("stop_after_updates", "must be at least 1 (or None)".into());
         }
         if self.full_updates_per_rollout > 1 {
             bad(

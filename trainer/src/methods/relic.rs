@@ -104,6 +104,10 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
     tch::manual_seed(cfg.init_seed() as i64);
     let mut vs = VarStore::new(device);
     let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec))?;
+    // A bf16 model keeps bf16 parameters; Adam keeps f32 moments and f32 master weights.
+    if cfg.model.dtype != agent::DType::F32 {
+        vs.set_kind(cfg.model.dtype.kind());
+    }
     let mut opt = Adam::new(&vs, 0.9, 0.999, ppo.adam_eps, 0.0);
     let mut state = TrainState::default();
     if let Some((saved, path)) = run.restore(&mut vs, &mut opt)? {
@@ -129,7 +133,13 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
     bar.set_position(state.env_steps.min(ppo.total_steps));
     run::install_interrupt_handler();
 
-    while state.env_steps < ppo.total_steps {
+    let budget_spent = |state: &TrainState| {
+        state.env_steps >= ppo.total_steps
+            || ppo
+                .stop_after_updates
+                .is_some_and(|stop| state.updates >= stop)
+    };
+    while !budget_spent(&state) {
         // --- one rollout: a trial of T steps in every env slot, on freshly drawn tasks ---
         let (experience_seed, learner_seed) = rollout_seeds(&cfg, state.rollouts);
         tch::manual_seed(learner_seed as i64);
@@ -149,6 +159,8 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
         let started = std::time::Instant::now();
         let mut update_seconds = 0.0;
         let mut refresh_seconds = 0.0;
+        let first_update = state.updates;
+        let mut stopped_early = false;
         for (i, planned) in plan.iter().enumerate() {
             if planned.collect > 0 {
                 let stats = sampler.collect(&mut policy, &mut storage, planned.collect)?;
@@ -185,6 +197,15 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
                 .bad_updates
                 .record(skipped, "updates", ppo.max_bad_updates)?;
             log_update(&mut run.logger, state.env_steps, lr, &metrics)?;
+            if ppo
+                .stop_after_updates
+                .is_some_and(|stop| state.updates >= stop)
+            {
+                // The update budget ends the run here, inside the trial.
+                stopped_early = i + 1 < plan.len();
+                bar.set_position(state.env_steps.min(ppo.total_steps));
+                break;
+            }
 
             if plan.get(i + 1).is_some_and(|next| next.collect > 0) {
                 // Continue the trial with the updated policy: optionally shuffle the completed
@@ -213,7 +234,13 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
         drop(sampler);
 
         // --- evaluation, checkpoints, interruption: all at rollout boundaries ---
-        let done = state.env_steps >= ppo.total_steps;
+        let done = budget_spent(&state);
+        if stopped_early {
+            eprintln!(
+                "stopping after {} updates (method.stop_after_updates), inside rollout {}",
+                state.updates, state.rollouts
+            );
+        }
         let eval_due = cfg.eval.every_steps > 0
             && state.env_steps - state.last_eval_step >= cfg.eval.every_steps;
         if eval_due || done {
@@ -226,7 +253,7 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
             optimiser: &opt,
             state: &state,
         };
-        let updates_this_rollout = state.updates - plan.len() as u64..state.updates;
+        let updates_this_rollout = first_update..state.updates;
         run.checkpoint_if_due(updates_this_rollout, done, &snapshot)?;
         run.logger.flush()?;
         run.stop_if_interrupted(state.env_steps, &bar)?;
@@ -491,6 +518,9 @@ impl TrainingMethod for PpoConfig {
         let mut vs = VarStore::new(run.device);
         let spec = sampler::obs_spec(&cfg.env.spec());
         let model = ActorCritic::new(&vs.root(), &cfg.model, &spec)?;
+        if cfg.model.dtype != agent::DType::F32 {
+            vs.set_kind(cfg.model.dtype.kind());
+        }
         checkpoint::load_into_varstore(&mut vs, ckpt, "")?;
         let result = eval::evaluate_actor_critic(&model, cfg, self.rollout_len, ckpt.meta.step)?;
         eval::publish(run, &result)
