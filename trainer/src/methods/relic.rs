@@ -41,6 +41,7 @@ use sampler::{CollectStats, ModelPolicy, RolloutStorage, Sampler};
 use std::path::PathBuf;
 
 use crate::config::{Config, PpoConfig};
+use crate::diagnostics;
 use crate::eval;
 use crate::methods::TrainingMethod;
 use crate::optim::{warmup_cosine, Adam};
@@ -80,6 +81,9 @@ pub struct UpdateMetrics {
     /// Minibatches skipped because their loss was NaN or infinite.
     pub skipped: usize,
     pub minibatches: usize,
+    /// Per layer group, the gradient norm at each optimiser step before clipping (only when
+    /// [`UpdatePlan::grad_norms`] asks; see [`diagnostics::parameter_group`]).
+    pub layer_grad_norms: Vec<(String, Vec<f64>)>,
 }
 
 /// The salt of ReLIC's rollout seeds ([`seeds::iteration_seed`]).
@@ -149,6 +153,7 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
         let started = std::time::Instant::now();
         let mut update_seconds = 0.0;
         let mut refresh_seconds = 0.0;
+        let mut diagnostics_seconds = 0.0;
         for (i, planned) in plan.iter().enumerate() {
             if planned.collect > 0 {
                 let stats = sampler.collect(&mut policy, &mut storage, planned.collect)?;
@@ -165,12 +170,15 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
                 ppo.final_lr,
             );
             let t0 = std::time::Instant::now();
+            let diagnose =
+                diagnostics::due(cfg.logging.diagnostics_every_updates, state.updates + 1);
             let update = UpdatePlan {
                 ppo,
                 boundaries,
                 loss_start: planned.loss_start,
                 end: planned.end,
                 lr,
+                grad_norms: diagnose,
             };
             let metrics = ppo_update(&model, &mut opt, &storage, &update, &mut learner_rng)?;
             update_seconds += t0.elapsed().as_secs_f64();
@@ -185,6 +193,20 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
                 .bad_updates
                 .record(skipped, "updates", ppo.max_bad_updates)?;
             log_update(&mut run.logger, state.env_steps, lr, &metrics)?;
+            if diagnose {
+                let t0 = std::time::Instant::now();
+                let probe = cfg.logging.diagnostics_sequences.min(b);
+                let layers = model.attention_diagnostics(&storage.inputs_rows(
+                    0,
+                    planned.end,
+                    0..probe,
+                )?)?;
+                let logger = &mut run.logger;
+                diagnostics::log_attention(logger, "attention", state.env_steps, &layers, true)?;
+                diagnostics::log_weights(logger, state.env_steps, &vs)?;
+                diagnostics::log_grad_norms(logger, state.env_steps, &metrics.layer_grad_norms)?;
+                diagnostics_seconds += t0.elapsed().as_secs_f64();
+            }
 
             if plan.get(i + 1).is_some_and(|next| next.collect > 0) {
                 // Continue the trial with the updated policy: optionally shuffle the completed
@@ -209,6 +231,13 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
             update_seconds,
             refresh_seconds,
         )?;
+        if diagnostics_seconds > 0.0 {
+            run.logger.scalar(
+                "perf/diagnostics_seconds",
+                state.env_steps,
+                diagnostics_seconds,
+            )?;
+        }
         drop(policy);
         drop(sampler);
 
@@ -248,6 +277,9 @@ pub struct UpdatePlan<'a> {
     pub end: usize,
     /// Learning rate of this update.
     pub lr: f64,
+    /// Record each layer group's gradient norm at every optimiser step
+    /// ([`UpdateMetrics::layer_grad_norms`]).
+    pub grad_norms: bool,
 }
 
 /// One PPO update on the prefix `[0, end)` with the loss on `[loss_start, end)`.
@@ -264,6 +296,7 @@ pub fn ppo_update(
         loss_start,
         end,
         lr,
+        grad_norms,
     } = *plan;
     let loss_cfg = PpoLossConfig::from(ppo);
     let b = storage.num_envs();
@@ -371,6 +404,10 @@ pub fn ppo_update(
             m.approx_kl += loss.approx_kl;
             m.clipfrac += loss.clipfrac;
             if accumulated == ppo.grad_accum {
+                if grad_norms {
+                    let norms = opt.grad_norms_by(diagnostics::parameter_group);
+                    diagnostics::push_grad_norms(&mut m.layer_grad_norms, norms);
+                }
                 m.grad_norm += opt.clip_grad_norm(ppo.max_grad_norm);
                 opt.step(lr);
                 opt.zero_grad();
@@ -379,6 +416,10 @@ pub fn ppo_update(
         }
     }
     if accumulated > 0 {
+        if grad_norms {
+            let norms = opt.grad_norms_by(diagnostics::parameter_group);
+            diagnostics::push_grad_norms(&mut m.layer_grad_norms, norms);
+        }
         m.grad_norm += opt.clip_grad_norm(ppo.max_grad_norm);
         opt.step(lr);
         opt.zero_grad();
@@ -470,8 +511,9 @@ fn log_rollout(
 
 fn evaluate(run: &mut Run, model: &ActorCritic, ppo: &PpoConfig, step: u64) -> Result<()> {
     let cfg = &run.config;
-    let result = eval::evaluate_actor_critic(model, cfg, ppo.rollout_len, step)?;
-    let json = eval::publish(run, &result)?;
+    let evaluated = eval::evaluate_actor_critic(model, cfg, ppo.rollout_len, step)?;
+    let json = evaluated.publish(run)?;
+    let result = evaluated.result;
     let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
     let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
     eprintln!(
@@ -492,8 +534,7 @@ impl TrainingMethod for PpoConfig {
         let spec = sampler::obs_spec(&cfg.env.spec());
         let model = ActorCritic::new(&vs.root(), &cfg.model, &spec)?;
         checkpoint::load_into_varstore(&mut vs, ckpt, "")?;
-        let result = eval::evaluate_actor_critic(&model, cfg, self.rollout_len, ckpt.meta.step)?;
-        eval::publish(run, &result)
+        eval::evaluate_actor_critic(&model, cfg, self.rollout_len, ckpt.meta.step)?.publish(run)
     }
 
     fn budget(&self, eval_step: u64) -> (f64, &'static str) {
@@ -581,6 +622,7 @@ mod tests {
                 loss_start: 10,
                 end: 20,
                 lr: 1e-3,
+                grad_norms: false,
             },
             &mut rng,
         )
@@ -601,6 +643,7 @@ mod tests {
                 loss_start: 10,
                 end: 20,
                 lr: 1e-3,
+                grad_norms: false,
             },
             &mut rng,
         )
@@ -673,6 +716,7 @@ mod tests {
                 loss_start: p.loss_start,
                 end: p.end,
                 lr: 0.0,
+                grad_norms: false,
             };
             let m = ppo_update(&model, &mut opt, storage, &update, &mut rng).unwrap();
             (m.skipped, m.minibatches)
@@ -719,6 +763,7 @@ mod tests {
                 loss_start: 0,
                 end: 10,
                 lr: 1e-2,
+                grad_norms: false,
             },
             &mut rng,
         )
@@ -768,6 +813,7 @@ mod tests {
                     loss_start: start,
                     end,
                     lr,
+                    grad_norms: false,
                 },
                 rng,
             )
