@@ -418,11 +418,12 @@ pub struct LoggingConfig {
     /// Show a progress bar (only ever drawn on a terminal).
     pub progress: bool,
     /// Log sink and attention diagnostics, weight histograms and per-layer gradient norms
-    /// every this many updates, and attention diagnostics at every evaluation (0 = never;
-    /// transformer policies: ReLIC and AD). The attention statistics come from an extra no-grad
-    /// forward with explicit attention probabilities over `diagnostics_sequences` sequences;
-    /// training is bit-identical with them on or off. Cost on `configs/darkroom_relic.ron`
-    /// (2-core CPU, every 5 updates = once per rollout): about 0.3% of the run's time.
+    /// every this many ReLIC updates, and attention diagnostics at every evaluation of a
+    /// transformer policy (ReLIC, AD); 0 = never. The attention statistics come from an extra
+    /// no-grad forward with explicit attention probabilities over `diagnostics_sequences`
+    /// sequences; training is bit-identical with them on or off. Cost on
+    /// `configs/darkroom_relic.ron` (2-core CPU, every 5 updates = once per rollout, at the full
+    /// update): 0.4% of the training time.
     pub diagnostics_every_updates: usize,
     /// Sequences (env slots at training time, trials spread over the tasks at evaluation) the
     /// attention diagnostics look at; each whole from its start up to the update's prefix.
