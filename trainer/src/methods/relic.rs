@@ -20,6 +20,10 @@
 //!    twice per rollout ([`ppo_math::rollout_updates`] lists a rollout's updates).
 //! 6. At the trial's end everything resets: new tasks, empty contexts. Metrics, evaluation and
 //!    checkpoints happen at rollout boundaries.
+//! 7. Every `logging.diagnostics_every_updates` updates, right after the update, the
+//!    attention diagnostics ([`diagnostics`]) look at the first few sequences of its prefix
+//!    with the updated parameters and log the sink mass, entropies, sink norms, weights and the
+//!    update's per-layer gradient norms; nothing of this feeds back into training.
 //!
 //! Randomness comes from two seeds ([`crate::config::Config::init_seed`] and
 //! `experience_seed`): the initial weights and the learner's draws of rollout r (minibatch
