@@ -423,7 +423,7 @@ pub struct LoggingConfig {
     /// no-grad forward with explicit attention probabilities over `diagnostics_sequences`
     /// sequences; training is bit-identical with them on or off. Cost on
     /// `configs/darkroom_relic.ron` (2-core CPU, every 5 updates = once per rollout, at the full
-    /// update): 0.4% of the training time.
+    /// update): 0.4-0.6% of the training time (README, "Attention diagnostics").
     pub diagnostics_every_updates: usize,
     /// Sequences (env slots at training time, trials spread over the tasks at evaluation) the
     /// attention diagnostics look at; each whole from its start up to the update's prefix.
