@@ -409,6 +409,23 @@ fn a_tiny_sweep_is_interrupted_resumed_and_reported() {
     }
     let curves = csv(&report_dir.join("curves.csv"));
     assert_eq!(curves.len(), 2 * 3, "3 episodes per variant");
+    // Sink mass from the attention diagnostics (every 5 updates by default): only `u1` has a
+    // sink (K0V0, 2 updates per rollout, 12 updates: diagnostics at updates 5 and 10), for
+    // each of the 2 layers at 2 steps, averaged over both seeds.
+    assert!(
+        md.contains("](sink_mass_darkroom.png)"),
+        "the sink-mass plot in {md}"
+    );
+    let sink = csv(&report_dir.join("sink_mass.csv"));
+    assert_eq!(sink.len(), 2 * 2, "{sink:?}");
+    for row in &sink {
+        assert_eq!(row["variant"], "u1", "nosink logs no sink mass");
+        assert_eq!(row["runs"], "2");
+        assert!((0.0..=1.0).contains(&num(row, "mean")));
+    }
+    let (_, h, w) =
+        icrl::trainer::plot::read_png_rgb(&report_dir.join("sink_mass_darkroom.png")).unwrap();
+    assert_eq!((h, w), (560, 900));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use crate::cache::KvCache;
 use crate::config::{ModelConfig, ObsSpec};
 use crate::tokens::{StepInputs, TokenEncoder};
-use crate::transformer::Transformer;
+use crate::transformer::{LayerAttention, Transformer};
 use anyhow::{ensure, Result};
 use tch::{nn, Kind, Tensor};
 
@@ -79,6 +79,20 @@ impl ActorCritic {
             .trunk
             .forward(&tokens, &x.episode_index, &x.step_in_episode, train)?;
         Ok(self.heads(&h))
+    }
+
+    /// Attention statistics of every layer (`[layers]`, each per head) over whole trials
+    /// from their start (inputs `[B, T]`, a small probe such as a few env sequences), from
+    /// an evaluation-mode forward with explicit attention probabilities. No gradients, no
+    /// random draws: training is unchanged by calling it.
+    pub fn attention_diagnostics(&self, x: &StepInputs) -> Result<Vec<LayerAttention>> {
+        let _no_grad = tch::no_grad_guard();
+        self.check(x)?;
+        let tokens = self.encoder.forward(x);
+        let (_, layers) =
+            self.trunk
+                .forward_with_attention(&tokens, &x.episode_index, &x.step_in_episode)?;
+        Ok(layers)
     }
 
     /// Appends `t >= 1` steps per slot (inputs `[B, t]`) to `cache` and returns their

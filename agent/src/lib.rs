@@ -4,6 +4,9 @@
 //! - [`ModelConfig`]: sizes, positional encoding ([`PosEncoding`]), sink variant ([`Sink`]).
 //! - [`ActorCritic`]: step tokens -> [`Transformer`] -> actor and critic heads; full causal
 //!   [`ActorCritic::forward`] for training and cached [`ActorCritic::decode`] for rollouts.
+//! - [`ActorCritic::attention_diagnostics`] / [`Transformer::forward_with_attention`]: a
+//!   no-grad forward with explicit attention probabilities, reduced per layer and head to the
+//!   sink mass and the entropy ([`LayerAttention`]), for logging.
 //! - [`KvCache`]: batched per-env ring buffers with independent resets and a sliding window.
 //! - [`SequenceModel`], DPT's transition-token model.
 //! - [`GruPolicy`], the RL² baseline.
@@ -61,5 +64,6 @@ pub use gru::GruPolicy;
 pub use sequence::SequenceModel;
 pub use tokens::{ImageCnn, StepInputs, TokenEncoder};
 pub use transformer::{
-    causal_attention, Attention, Block, Mlp, RmsNorm, Rotary, SinkKv, Transformer,
+    attention_probabilities, causal_attention, Attention, Block, LayerAttention, Mlp, RmsNorm,
+    Rotary, SinkKv, Transformer,
 };

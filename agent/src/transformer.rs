@@ -5,6 +5,10 @@
 //! Shapes: B = batch (env slots), T = tokens, D = d_model, H = heads, hd = head_dim,
 //! S = number of sink slots (0 or 1), C = cache capacity.
 
+mod diagnostics;
+
+pub use diagnostics::{attention_probabilities, LayerAttention};
+
 use crate::cache::{KvCache, WritePlan};
 use crate::config::{ModelConfig, PosEncoding, Sink, SinkInit};
 use anyhow::{ensure, Context, Result};

@@ -3,6 +3,7 @@
 //! folders ([`report`]). Depends on `trainer`; nothing in `trainer` depends on it.
 pub mod experiment;
 pub mod report;
+pub mod sink_mass;
 pub mod slurm;
 pub mod sweep;
 

@@ -806,6 +806,62 @@ pub fn report(options: &ReportOptions) -> Result<Written> {
         }
     }
 
+    // Sink mass per layer against env steps, from the runs' TensorBoard events (ReLIC runs
+    // with diagnostics on); one plot per environment, one line per (variant, layer).
+    let mut sink_csv = String::from("variant,layer,step,runs,mean,ci95\n");
+    for env in &envs {
+        let mut series = Vec::new();
+        for (g, _) in collected
+            .groups
+            .iter()
+            .zip(&rows)
+            .filter(|(_, r)| &r.env == env)
+        {
+            let runs: Vec<_> = g
+                .runs
+                .iter()
+                .map(|r| crate::sink_mass::read_run(&r.dir))
+                .collect();
+            for curve in crate::sink_mass::layer_curves(&runs) {
+                for (step, m) in &curve.points {
+                    let _ = writeln!(
+                        sink_csv,
+                        "{},{},{step},{},{},{}",
+                        csv_field(&g.name),
+                        curve.layer,
+                        m.n,
+                        m.mean,
+                        m.ci95
+                    );
+                }
+                series.push(curve.series(&g.name));
+            }
+        }
+        if series.is_empty() {
+            continue;
+        }
+        let file = format!("sink_mass_{}.png", file_part(env));
+        plot::curves(
+            &out.join(&file),
+            &format!(
+                "{}: attention on the sink per layer on {env}",
+                collected.title
+            ),
+            "env steps",
+            "sink mass (mean over heads and positions)",
+            &series,
+            &[],
+        )?;
+        files.push(out.join(&file));
+        plots.push((
+            format!("attention on the sink per layer during training on {env}"),
+            PathBuf::from(file),
+        ));
+    }
+    if sink_csv.lines().count() > 1 {
+        write_file(&out.join("sink_mass.csv"), &sink_csv, &mut files)?;
+    }
+
     // CSV: the table, the curves and every run.
     let mut csv = String::from(
         "variant,env,method,runs,seeds,ci_over,episodes,first_mean,first_ci95,last_mean,last_ci95,improvement_mean,improvement_ci95,success_last_mean,success_last_ci95,trained_mean,trained_unit,offline_greedy_mean,offline_greedy_ci95,wall_seconds_mean\n",

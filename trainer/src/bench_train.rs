@@ -54,6 +54,7 @@ pub fn bench_train(
             total("perf/refresh_seconds"),
         );
         let (inference, env) = (total("perf/inference_seconds"), total("perf/env_seconds"));
+        let diagnostics = total("perf/diagnostics_seconds");
         let share = |x: f64| x / seconds.max(1e-12);
         Ok(json!({
             "bench": "train",
@@ -70,12 +71,14 @@ pub fn bench_train(
             "env_seconds": env,
             "update_seconds": update,
             "refresh_seconds": refresh,
+            "diagnostics_seconds": diagnostics,
             "sampling_share": share(collect),
             "inference_share": share(inference),
             "env_share": share(env),
             "update_share": share(update),
             "refresh_share": share(refresh),
-            "other_share": share(seconds - collect - update - refresh).max(0.0),
+            "diagnostics_share": share(diagnostics),
+            "other_share": share(seconds - collect - update - refresh - diagnostics).max(0.0),
             "sampler_inference": format!("{:?}", config.sampler.inference),
             "torch_threads": tch::get_num_threads(),
         }))

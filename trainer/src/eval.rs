@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use agent::ActorCritic;
+use agent::{ActorCritic, LayerAttention};
 use envs::EnvConfig;
 use sampler::{ModelPolicy, Policy, RolloutStorage, Sampler};
 
@@ -81,6 +81,36 @@ pub fn stop_if_signalled() -> Result<()> {
     Ok(())
 }
 
+/// An actor-critic's evaluation: the in-context curve and, with diagnostics on
+/// (`logging.diagnostics_every_updates > 0`), the attention statistics of a few of its trials
+/// (empty otherwise).
+pub struct ActorCriticEval {
+    /// The in-context curve.
+    pub result: EvalResult,
+    /// Per layer, from `logging.diagnostics_sequences` trials spread over the tasks, over
+    /// their first `min(trial length, context window)` tokens (the context the policy saw
+    /// in full).
+    pub attention: Vec<LayerAttention>,
+}
+
+impl ActorCriticEval {
+    /// Writes and logs the curve ([`publish`]) and logs the attention statistics under
+    /// `<section>_attention/` (`eval_attention/` for the config's protocol); returns the JSON's
+    /// path.
+    pub fn publish(&self, run: &mut Run) -> Result<PathBuf> {
+        let json = publish(run, &self.result)?;
+        let section = format!("{}_attention", section(&self.result));
+        crate::diagnostics::log_attention(
+            &mut run.logger,
+            &section,
+            self.result.step,
+            &self.attention,
+            false,
+        )?;
+        Ok(json)
+    }
+}
+
 /// Evaluates an actor-critic transformer trained under `run_cfg` with its protocol
 /// (`run_cfg.eval`) at training step `step`; `context` is the trained context length (the KV
 /// cache slides past it).
@@ -89,7 +119,7 @@ pub fn evaluate_actor_critic(
     run_cfg: &Config,
     context: usize,
     step: u64,
-) -> Result<EvalResult> {
+) -> Result<ActorCriticEval> {
     let (env, cfg, sampler_cfg) = (&run_cfg.env, &run_cfg.eval, &run_cfg.sampler);
     let (seed, method) = (
         seeds::eval_seed(run_cfg.experience_seed()),
@@ -123,15 +153,31 @@ pub fn evaluate_actor_critic(
         cfg.episodes_per_trial,
         spec.horizon,
     )?;
-    Ok(summarise(
-        &results,
-        env,
-        cfg,
-        tasks.len(),
-        step,
-        method,
-        spec.has_success,
-    ))
+    let logging = &run_cfg.logging;
+    let attention = if logging.diagnostics_every_updates > 0 && storage.len > 0 {
+        // Trials spread over the tasks, each from its start over the context it saw whole.
+        let (slots, probe) = (trial_tasks.len(), logging.diagnostics_sequences.max(1));
+        let rows: Vec<i64> = (0..probe.min(slots))
+            .map(|i| (i * slots / probe.min(slots)) as i64)
+            .collect();
+        let rows = tch::Tensor::from_slice(&rows).to_device(device);
+        let inputs = storage.inputs(0, storage.len.min(window));
+        model.attention_diagnostics(&inputs.select_rows(&rows))?
+    } else {
+        Vec::new()
+    };
+    Ok(ActorCriticEval {
+        result: summarise(
+            &results,
+            env,
+            cfg,
+            tasks.len(),
+            step,
+            method,
+            spec.has_success,
+        ),
+        attention,
+    })
 }
 
 /// Turns per-slot episode outcomes into the curve.
@@ -220,11 +266,7 @@ pub fn write(run_dir: &Path, result: &EvalResult) -> Result<PathBuf> {
 /// `eval_<tag>/` so that it never mixes with the training-time curve.
 pub fn log(logger: &mut dyn Logger, result: &EvalResult, png: Option<&Path>) -> Result<()> {
     let step = result.step;
-    let section = if result.tag.is_empty() {
-        "eval".to_string()
-    } else {
-        format!("eval_{}", result.tag)
-    };
+    let section = section(result);
     for p in &result.curve {
         logger.scalar(
             &format!("{section}/return_ep{:02}", p.episode),
@@ -257,6 +299,15 @@ pub fn log(logger: &mut dyn Logger, result: &EvalResult, png: Option<&Path>) -> 
         }
     }
     Ok(())
+}
+
+/// The TensorBoard section of a result: `eval`, or `eval_<tag>` off the config's protocol.
+pub fn section(result: &EvalResult) -> String {
+    if result.tag.is_empty() {
+        "eval".to_string()
+    } else {
+        format!("eval_{}", result.tag)
+    }
 }
 
 /// Writes `result` into the run folder (`eval/<step>.json` and its plot) and logs it with the

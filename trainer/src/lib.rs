@@ -14,6 +14,7 @@ pub mod info;
 
 pub use config::Config;
 pub mod data;
+pub mod diagnostics;
 pub mod eval;
 pub mod memory_plan;
 pub mod methods;

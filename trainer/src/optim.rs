@@ -84,6 +84,30 @@ impl Adam {
         total.sqrt()
     }
 
+    /// The L2 norm of the gradients of each group of parameters, `group` naming a parameter's
+    /// group from its variable name; groups in order of first appearance (names sorted).
+    pub fn grad_norms_by(&self, group: impl Fn(&str) -> String) -> Vec<(String, f64)> {
+        let _guard = tch::no_grad_guard();
+        let mut squares: Vec<(String, f64)> = Vec::new();
+        for (name, p) in &self.params {
+            let grad = p.grad();
+            let square = if grad.defined() {
+                grad.to_kind(Kind::Double)
+                    .pow_tensor_scalar(2)
+                    .sum(Kind::Double)
+                    .double_value(&[])
+            } else {
+                0.0
+            };
+            let g = group(name);
+            match squares.iter_mut().find(|(n, _)| *n == g) {
+                Some((_, total)) => *total += square,
+                None => squares.push((g, square)),
+            }
+        }
+        squares.into_iter().map(|(g, s)| (g, s.sqrt())).collect()
+    }
+
     /// Scales gradients so their global norm is at most `max_norm`; returns the norm before.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
         let norm = self.grad_norm();

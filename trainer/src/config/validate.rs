@@ -60,6 +60,7 @@ impl Validate for Config {
                     .to_string(),
             ));
         }
+        out.extend(prefixed("logging", self.logging.validate()));
         out.extend(prefixed("checkpoint", self.checkpoint.validate()));
         out.extend(prefixed("runtime", self.runtime.validate()));
         out.extend(super::limits::problems(self));

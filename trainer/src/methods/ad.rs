@@ -269,8 +269,9 @@ fn evaluate(
     cfg: &Config,
     step: u64,
 ) -> Result<PathBuf> {
-    let result = eval::evaluate_actor_critic(model, cfg, ad.window, step)?;
-    let json = eval::publish(run, &result)?;
+    let evaluated = eval::evaluate_actor_critic(model, cfg, ad.window, step)?;
+    let json = evaluated.publish(run)?;
+    let result = evaluated.result;
     let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
     let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
     eprintln!(

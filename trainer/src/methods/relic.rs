@@ -20,6 +20,10 @@
 //!    twice per rollout ([`ppo_math::rollout_updates`] lists a rollout's updates).
 //! 6. At the trial's end everything resets: new tasks, empty contexts. Metrics, evaluation and
 //!    checkpoints happen at rollout boundaries.
+//! 7. Every `logging.diagnostics_every_updates` updates, right after the update, the
+//!    attention diagnostics ([`diagnostics`]) look at the first few sequences of its prefix
+//!    with the updated parameters and log the sink mass, entropies, sink norms, weights and the
+//!    update's per-layer gradient norms; nothing of this feeds back into training.
 //!
 //! Randomness comes from two seeds ([`crate::config::Config::init_seed`] and
 //! `experience_seed`): the initial weights and the learner's draws of rollout r (minibatch
@@ -41,6 +45,7 @@ use sampler::{CollectStats, ModelPolicy, RolloutStorage, Sampler};
 use std::path::PathBuf;
 
 use crate::config::{Config, PpoConfig};
+use crate::diagnostics;
 use crate::eval;
 use crate::methods::TrainingMethod;
 use crate::optim::{warmup_cosine, Adam};
@@ -80,6 +85,9 @@ pub struct UpdateMetrics {
     /// Minibatches skipped because their loss was NaN or infinite.
     pub skipped: usize,
     pub minibatches: usize,
+    /// Per layer group, the gradient norm at each optimiser step before clipping (only when
+    /// [`UpdatePlan::grad_norms`] asks; see [`diagnostics::parameter_group`]).
+    pub layer_grad_norms: Vec<(String, Vec<f64>)>,
 }
 
 /// The salt of ReLIC's rollout seeds ([`seeds::iteration_seed`]).
@@ -161,6 +169,7 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
         let mut refresh_seconds = 0.0;
         let first_update = state.updates;
         let mut stopped_early = false;
+        let mut diagnostics_seconds = 0.0;
         for (i, planned) in plan.iter().enumerate() {
             if planned.collect > 0 {
                 let stats = sampler.collect(&mut policy, &mut storage, planned.collect)?;
@@ -177,12 +186,15 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
                 ppo.final_lr,
             );
             let t0 = std::time::Instant::now();
+            let diagnose =
+                diagnostics::due(cfg.logging.diagnostics_every_updates, state.updates + 1);
             let update = UpdatePlan {
                 ppo,
                 boundaries,
                 loss_start: planned.loss_start,
                 end: planned.end,
                 lr,
+                grad_norms: diagnose,
             };
             let metrics = ppo_update(&model, &mut opt, &storage, &update, &mut learner_rng)?;
             update_seconds += t0.elapsed().as_secs_f64();
@@ -197,6 +209,20 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
                 .bad_updates
                 .record(skipped, "updates", ppo.max_bad_updates)?;
             log_update(&mut run.logger, state.env_steps, lr, &metrics)?;
+            if diagnose {
+                let t0 = std::time::Instant::now();
+                let probe = cfg.logging.diagnostics_sequences.min(b);
+                let layers = model.attention_diagnostics(&storage.inputs_rows(
+                    0,
+                    planned.end,
+                    0..probe,
+                )?)?;
+                let logger = &mut run.logger;
+                diagnostics::log_attention(logger, "attention", state.env_steps, &layers, true)?;
+                diagnostics::log_weights(logger, state.env_steps, &vs)?;
+                diagnostics::log_grad_norms(logger, state.env_steps, &metrics.layer_grad_norms)?;
+                diagnostics_seconds += t0.elapsed().as_secs_f64();
+            }
             if ppo
                 .stop_after_updates
                 .is_some_and(|stop| state.updates >= stop)
@@ -230,6 +256,13 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
             update_seconds,
             refresh_seconds,
         )?;
+        if diagnostics_seconds > 0.0 {
+            run.logger.scalar(
+                "perf/diagnostics_seconds",
+                state.env_steps,
+                diagnostics_seconds,
+            )?;
+        }
         drop(policy);
         drop(sampler);
 
@@ -275,6 +308,9 @@ pub struct UpdatePlan<'a> {
     pub end: usize,
     /// Learning rate of this update.
     pub lr: f64,
+    /// Record each layer group's gradient norm at every optimiser step
+    /// ([`UpdateMetrics::layer_grad_norms`]).
+    pub grad_norms: bool,
 }
 
 /// One PPO update on the prefix `[0, end)` with the loss on `[loss_start, end)`.
@@ -291,6 +327,7 @@ pub fn ppo_update(
         loss_start,
         end,
         lr,
+        grad_norms,
     } = *plan;
     let loss_cfg = PpoLossConfig::from(ppo);
     let b = storage.num_envs();
@@ -398,6 +435,10 @@ pub fn ppo_update(
             m.approx_kl += loss.approx_kl;
             m.clipfrac += loss.clipfrac;
             if accumulated == ppo.grad_accum {
+                if grad_norms {
+                    let norms = opt.grad_norms_by(diagnostics::parameter_group);
+                    diagnostics::push_grad_norms(&mut m.layer_grad_norms, norms);
+                }
                 m.grad_norm += opt.clip_grad_norm(ppo.max_grad_norm);
                 opt.step(lr);
                 opt.zero_grad();
@@ -406,6 +447,10 @@ pub fn ppo_update(
         }
     }
     if accumulated > 0 {
+        if grad_norms {
+            let norms = opt.grad_norms_by(diagnostics::parameter_group);
+            diagnostics::push_grad_norms(&mut m.layer_grad_norms, norms);
+        }
         m.grad_norm += opt.clip_grad_norm(ppo.max_grad_norm);
         opt.step(lr);
         opt.zero_grad();
@@ -497,8 +542,9 @@ fn log_rollout(
 
 fn evaluate(run: &mut Run, model: &ActorCritic, ppo: &PpoConfig, step: u64) -> Result<()> {
     let cfg = &run.config;
-    let result = eval::evaluate_actor_critic(model, cfg, ppo.rollout_len, step)?;
-    let json = eval::publish(run, &result)?;
+    let evaluated = eval::evaluate_actor_critic(model, cfg, ppo.rollout_len, step)?;
+    let json = evaluated.publish(run)?;
+    let result = evaluated.result;
     let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
     let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
     eprintln!(
@@ -522,8 +568,7 @@ impl TrainingMethod for PpoConfig {
             vs.set_kind(cfg.model.dtype.kind());
         }
         checkpoint::load_into_varstore(&mut vs, ckpt, "")?;
-        let result = eval::evaluate_actor_critic(&model, cfg, self.rollout_len, ckpt.meta.step)?;
-        eval::publish(run, &result)
+        eval::evaluate_actor_critic(&model, cfg, self.rollout_len, ckpt.meta.step)?.publish(run)
     }
 
     fn budget(&self, eval_step: u64) -> (f64, &'static str) {
@@ -611,6 +656,7 @@ mod tests {
                 loss_start: 10,
                 end: 20,
                 lr: 1e-3,
+                grad_norms: false,
             },
             &mut rng,
         )
@@ -631,6 +677,7 @@ mod tests {
                 loss_start: 10,
                 end: 20,
                 lr: 1e-3,
+                grad_norms: false,
             },
             &mut rng,
         )
@@ -703,6 +750,7 @@ mod tests {
                 loss_start: p.loss_start,
                 end: p.end,
                 lr: 0.0,
+                grad_norms: false,
             };
             let m = ppo_update(&model, &mut opt, storage, &update, &mut rng).unwrap();
             (m.skipped, m.minibatches)
@@ -749,6 +797,7 @@ mod tests {
                 loss_start: 0,
                 end: 10,
                 lr: 1e-2,
+                grad_norms: false,
             },
             &mut rng,
         )
@@ -798,6 +847,7 @@ mod tests {
                     loss_start: start,
                     end,
                     lr,
+                    grad_norms: false,
                 },
                 rng,
             )

@@ -379,7 +379,7 @@ pub fn read_events(path: impl AsRef<Path>) -> Result<Vec<Event>, LogError> {
     let bytes = std::fs::read(path).map_err(|source| LogError::Io {
         path: path.to_path_buf(),
         action: "read",
-        source,
+        error: source,
     })?;
     let records = split_records(&bytes, path)?;
     let mut events = Vec::with_capacity(records.len());

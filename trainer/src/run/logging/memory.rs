@@ -141,7 +141,7 @@ impl MemoryLogger {
             return Err(LogError::Io {
                 path: PathBuf::from("<memory>"),
                 action: "write",
-                source: std::io::Error::new(kind, "injected failure"),
+                error: std::io::Error::new(kind, "injected failure"),
             });
         }
         s.records.push(Record {
@@ -206,7 +206,7 @@ impl Logger for MemoryLogger {
             return Err(LogError::Io {
                 path: PathBuf::from("<memory>"),
                 action: "flush",
-                source: std::io::Error::new(kind, "injected failure"),
+                error: std::io::Error::new(kind, "injected failure"),
             });
         }
         s.flushes += 1;

@@ -6,14 +6,16 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// Reading or writing a log file failed (disk full, folder removed, permissions...).
-    #[error("cannot {action} log file {}: {source}", path.display())]
+    // The I/O error is part of the message, not a `source`: anyhow's `{:#}` would print it
+    // twice.
+    #[error("cannot {action} log file {}: {error}", path.display())]
     Io {
         /// The file (or folder) concerned.
         path: PathBuf,
         /// What was being done: "write", "flush", "create", "read", ...
         action: &'static str,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An event file is damaged: bad CRC, truncated record, undecodable event.
     #[error("corrupt event file {}: record {record} at byte {offset}: {reason}", path.display())]

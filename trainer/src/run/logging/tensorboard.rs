@@ -71,7 +71,7 @@ impl TensorBoardLogger {
         std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
             path: dir.to_path_buf(),
             action: "create log folder",
-            source,
+            error: source,
         })?;
         let secs = now() as u64;
         let name = format!(
@@ -84,7 +84,7 @@ impl TensorBoardLogger {
         let io_err = |action, source| LogError::Io {
             path: path.clone(),
             action,
-            source,
+            error: source,
         };
         let file = OpenOptions::new()
             .write(true)
@@ -129,7 +129,7 @@ impl TensorBoardLogger {
         LogError::Io {
             path: self.path.clone(),
             action,
-            source,
+            error: source,
         }
     }
 
@@ -138,7 +138,7 @@ impl TensorBoardLogger {
             Some((kind, msg)) => Err(LogError::Io {
                 path: self.path.clone(),
                 action: "write (after an earlier error)",
-                source: io::Error::new(*kind, msg.clone()),
+                error: io::Error::new(*kind, msg.clone()),
             }),
             None => Ok(()),
         }
