@@ -360,10 +360,8 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
         attention_benchmark(
             opts,
             &cfg,
-            b,
-            n,
-            dtype.kind(),
-            device,
+            (b, n),
+            (dtype.kind(), device),
             train_seconds_per_iter,
             &mut report,
         )
@@ -424,17 +422,15 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
 }
 
 /// Times the trunk's attention (`causal_attention`, with the model's sink slot) forward and
-/// forward + backward on `[b, H, n, hd]` in `kind`, and plain SDPA on the same shapes; writes
+/// forward + backward on `[b, H, n, hd]` (`(b, n)` = `batch_and_len`) with tensor options
+/// `(kind, device)`, and plain SDPA on the same shapes; writes
 /// the rates (same FLOP convention as bench/reference/sdpa_bench.py) and the attention share
 /// of the training step (layers x attention time / step time) into `report`.
-#[allow(clippy::too_many_arguments)]
 fn attention_benchmark(
     opts: &BenchModelOptions,
     cfg: &ModelConfig,
-    b: i64,
-    n: i64,
-    kind: Kind,
-    device: Device,
+    (b, n): (i64, i64),
+    (kind, device): (Kind, Device),
     train_seconds_per_iter: Option<f64>,
     report: &mut serde_json::Value,
 ) -> Result<()> {

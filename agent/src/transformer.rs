@@ -273,18 +273,16 @@ impl Block {
     }
 
     /// Cached step: new tokens `x: [B, t, D]` are written into `cache` (layer `layer`) and
-    /// attend to everything the cache holds for their slot (`mask: [B, 1, t, S + C]`).
-    #[allow(clippy::too_many_arguments)]
+    /// attend to everything the cache holds for their slot (`step.mask: [B, 1, t, S + C]`).
     fn decode(
         &self,
         x: &Tensor,
-        rotary: Option<&Rotary>,
+        step: &DecodeStep,
         sink: Option<&SinkKv>,
         cache: &mut KvCache,
         layer: usize,
-        plan: &WritePlan,
-        mask: &Tensor,
     ) -> Result<Tensor> {
+        let DecodeStep { rotary, plan, mask } = *step;
         let (q, k, v) = self.attn.project(&self.attn_norm.forward(x), rotary);
         cache.write_layer(layer, plan, sink.map(|s| (&s.k, &s.v)), &k, &v)?;
         let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
@@ -545,20 +543,26 @@ impl Transformer {
         cache.write_metadata(&plan, episode);
         let mask = cache.attention_mask(&plan, episode, self.cfg.inter_episode_attention);
         let sinks = self.sink_slots(&vec![true; self.layers.len()])?;
+        let step = DecodeStep {
+            rotary: rotary.as_ref(),
+            plan: &plan,
+            mask: &mask,
+        };
         for (layer, (block, sink)) in self.layers.iter().zip(&sinks).enumerate() {
-            x = block.decode(
-                &x,
-                rotary.as_ref(),
-                sink.as_ref(),
-                cache,
-                layer,
-                &plan,
-                &mask,
-            )?;
+            x = block.decode(&x, &step, sink.as_ref(), cache, layer)?;
         }
         cache.advance(t);
         Ok(self.norm.forward(&x))
     }
+}
+
+/// What every block of one cached step shares: the new tokens' rotary angles, where they go
+/// in the cache, and what they may attend to (`mask: [B, 1, t, S + C]`).
+#[derive(Clone, Copy)]
+struct DecodeStep<'a> {
+    rotary: Option<&'a Rotary>,
+    plan: &'a WritePlan,
+    mask: &'a Tensor,
 }
 
 /// Block-diagonal causal mask `[B, 1, S + T, S + T]` bool: token i sees token j <= i of its

@@ -111,6 +111,19 @@ impl ActorCriticEval {
     }
 }
 
+/// The line a training run prints after an evaluation: the first and last episode's mean
+/// return and the JSON written.
+pub fn print_summary(result: &EvalResult, json: &Path) {
+    let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
+    let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
+    eprintln!(
+        "eval at step {}: return episode 1 = {first:.1}, episode {} = {last:.1} ({})",
+        result.step,
+        result.episodes_per_trial,
+        json.display()
+    );
+}
+
 /// Evaluates an actor-critic transformer trained under `run_cfg` with its protocol
 /// (`run_cfg.eval`) at training step `step`; `context` is the trained context length (the KV
 /// cache slides past it).

@@ -124,6 +124,21 @@ impl Adam {
         norm
     }
 
+    /// One supervised optimiser step on `loss`: when the loss is finite, backpropagate, clip
+    /// the gradients to `max_grad_norm` and step at `lr`, returning the loss; when it is not,
+    /// leave the weights alone and return None (the caller records a bad update).
+    pub fn minimise(&mut self, loss: &Tensor, max_grad_norm: f64, lr: f64) -> Option<f64> {
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return None;
+        }
+        self.zero_grad();
+        loss.backward();
+        self.clip_grad_norm(max_grad_norm);
+        self.step(lr);
+        Some(value)
+    }
+
     /// One Adam step at learning rate `lr` with the current gradients.
     pub fn step(&mut self, lr: f64) {
         let _guard = tch::no_grad_guard();

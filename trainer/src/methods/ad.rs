@@ -192,7 +192,6 @@ pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
         let loss = logits
             .reshape([-1, a])
             .cross_entropy_for_logits(&targets.reshape([-1]));
-        let value = loss.double_value(&[]);
         let lr = warmup_cosine(
             state.steps,
             ad.lr,
@@ -201,19 +200,14 @@ pub fn train(run: &mut Run, ad: &AdConfig) -> Result<()> {
             ad.steps,
             ad.final_lr,
         );
-        if value.is_finite() {
-            opt.zero_grad();
-            loss.backward();
-            opt.clip_grad_norm(ad.max_grad_norm);
-            opt.step(lr);
+        let value = opt.minimise(&loss, ad.max_grad_norm, lr);
+        if let Some(value) = value {
             loss_sum += value;
             n_sum += 1;
         }
-        let skipped = (!value.is_finite())
-            .then(|| format!("step {}: non-finite loss, update skipped", state.steps));
         state
             .bad_updates
-            .record(skipped, "steps", ad.max_bad_updates)?;
+            .record_step(value, state.steps, ad.max_bad_updates)?;
         state.steps += 1;
         window_steps += 1;
         bar.set_position(state.steps);

@@ -35,7 +35,6 @@ use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
@@ -51,26 +50,14 @@ use crate::methods::TrainingMethod;
 use crate::optim::{warmup_cosine, Adam};
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
 use crate::run::checkpoint::{self, Checkpoint};
-use crate::run::logging::Logger;
-use crate::run::{self, seeds, BadUpdateGuard, Run, Snapshot};
+use crate::run::logging::{self, Logger};
+use crate::run::{self, seeds, Run, Snapshot};
 
 /// Tokens per chunk when the KV cache is refilled after an update.
 const PREFILL_CHUNK: usize = 1024;
 
-/// Counters that make a run resumable, saved in every checkpoint.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct TrainState {
-    /// Rollouts (trials) completed.
-    pub rollouts: u64,
-    /// Env steps collected, all envs together.
-    pub env_steps: u64,
-    /// PPO updates done (partial and full).
-    pub updates: u64,
-    /// Consecutive updates with a non-finite loss.
-    pub bad_updates: BadUpdateGuard,
-    /// Env steps at the last evaluation.
-    pub last_eval_step: u64,
-}
+/// The counters that make a run resumable, saved in every checkpoint.
+pub type TrainState = run::RolloutCounters;
 
 /// What one PPO update measured (means over its minibatches).
 #[derive(Clone, Debug, Default)]
@@ -492,44 +479,7 @@ fn log_rollout(
     update_seconds: f64,
     refresh_seconds: f64,
 ) -> Result<()> {
-    if !s.episodes.is_empty() {
-        let n = s.episodes.len() as f64;
-        let mean =
-            |f: &dyn Fn(&sampler::EpisodeStats) -> f64| s.episodes.iter().map(f).sum::<f64>() / n;
-        logger.scalar("charts/episodic_return", step, mean(&|e| e.ret))?;
-        logger.scalar("charts/episodic_length", step, mean(&|e| e.length as f64))?;
-        logger.scalar(
-            "charts/success",
-            step,
-            mean(&|e| f64::from(u8::from(e.success))),
-        )?;
-        let first: Vec<f64> = s
-            .episodes
-            .iter()
-            .filter(|e| e.episode_index == 0)
-            .map(|e| e.ret)
-            .collect();
-        if !first.is_empty() {
-            logger.scalar(
-                "charts/return_first_episode",
-                step,
-                first.iter().sum::<f64>() / first.len() as f64,
-            )?;
-        }
-        let later: Vec<f64> = s
-            .episodes
-            .iter()
-            .filter(|e| e.episode_index > 0)
-            .map(|e| e.ret)
-            .collect();
-        if !later.is_empty() {
-            logger.scalar(
-                "charts/return_later_episodes",
-                step,
-                later.iter().sum::<f64>() / later.len() as f64,
-            )?;
-        }
-    }
+    logging::episode_charts(logger, step, &s.episodes)?;
     logger.scalar("charts/sps", step, s.env_steps as f64 / seconds.max(1e-9))?;
     logger.scalar("perf/rollout_seconds", step, seconds)?;
     logger.scalar("perf/update_seconds", step, update_seconds)?;
@@ -544,14 +494,7 @@ fn evaluate(run: &mut Run, model: &ActorCritic, ppo: &PpoConfig, step: u64) -> R
     let cfg = &run.config;
     let evaluated = eval::evaluate_actor_critic(model, cfg, ppo.rollout_len, step)?;
     let json = evaluated.publish(run)?;
-    let result = evaluated.result;
-    let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
-    let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
-    eprintln!(
-        "eval at step {step}: return episode 1 = {first:.1}, episode {} = {last:.1} ({})",
-        result.episodes_per_trial,
-        json.display()
-    );
+    eval::print_summary(&evaluated.result, &json);
     Ok(())
 }
 

@@ -25,7 +25,6 @@ use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -39,23 +38,11 @@ use crate::optim::Adam;
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
 use crate::results::EvalResult;
 use crate::run::checkpoint::{self, Checkpoint};
-use crate::run::logging::Logger;
-use crate::run::{self, seeds, BadUpdateGuard, Run, Snapshot};
+use crate::run::logging::{self, Logger};
+use crate::run::{self, seeds, Run, Snapshot};
 
-/// Counters that make a run resumable, saved in every checkpoint.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct TrainState {
-    /// Rollouts (trials) completed.
-    pub rollouts: u64,
-    /// Env steps collected, all envs together.
-    pub env_steps: u64,
-    /// PPO updates done.
-    pub updates: u64,
-    /// Consecutive updates with a non-finite loss.
-    pub bad_updates: BadUpdateGuard,
-    /// Env steps at the last evaluation.
-    pub last_eval_step: u64,
-}
+/// The counters that make a run resumable, saved in every checkpoint.
+pub type TrainState = run::RolloutCounters;
 
 /// The salt of RL²'s rollout seeds ([`seeds::iteration_seed`]).
 const ROLLOUT_SALT: u64 = 0x0052_4C32_0000;
@@ -408,26 +395,7 @@ fn log(
     l.scalar("losses/approx_kl", step, m.approx_kl)?;
     l.scalar("losses/clipfrac", step, m.clipfrac)?;
     l.scalar("losses/explained_variance", step, m.explained_variance)?;
-    if !s.episodes.is_empty() {
-        let mean = |f: &dyn Fn(&sampler::EpisodeStats) -> f64| {
-            s.episodes.iter().map(f).sum::<f64>() / s.episodes.len() as f64
-        };
-        l.scalar("charts/episodic_return", step, mean(&|e| e.ret))?;
-        l.scalar("charts/episodic_length", step, mean(&|e| e.length as f64))?;
-        let first: Vec<f64> = s
-            .episodes
-            .iter()
-            .filter(|e| e.episode_index == 0)
-            .map(|e| e.ret)
-            .collect();
-        if !first.is_empty() {
-            l.scalar(
-                "charts/return_first_episode",
-                step,
-                first.iter().sum::<f64>() / first.len() as f64,
-            )?;
-        }
-    }
+    logging::episode_charts(l, step, &s.episodes)?;
     l.scalar(
         "charts/sps",
         step,
@@ -481,13 +449,7 @@ fn evaluate(
 ) -> Result<PathBuf> {
     let result = eval_result(model, cfg, step)?;
     let json = eval::publish(run, &result)?;
-    let first = result.curve.first().map_or(f64::NAN, |p| p.ret.mean);
-    let last = result.curve.last().map_or(f64::NAN, |p| p.ret.mean);
-    eprintln!(
-        "eval at step {step}: return episode 1 = {first:.1}, episode {} = {last:.1} ({})",
-        result.episodes_per_trial,
-        json.display()
-    );
+    eval::print_summary(&result, &json);
     Ok(json)
 }
 

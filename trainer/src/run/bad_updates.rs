@@ -30,6 +30,15 @@ impl BadUpdateGuard {
         Ok(())
     }
 
+    /// Records one supervised optimiser step (`loss` None: its loss was not finite and the
+    /// step was skipped), named by its index `step` in the warning.
+    pub fn record_step(&mut self, loss: Option<f64>, step: u64, max: usize) -> Result<()> {
+        let skipped = loss
+            .is_none()
+            .then(|| format!("step {step}: non-finite loss, update skipped"));
+        self.record(skipped, "steps", max)
+    }
+
     /// Bad updates in a row so far.
     pub fn count(&self) -> u64 {
         self.0

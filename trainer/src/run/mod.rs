@@ -489,6 +489,22 @@ fn state_of<S: DeserializeOwned>(ckpt: &Checkpoint) -> Result<S> {
         .with_context(|| format!("{}: trainer state", ckpt.path.display()))
 }
 
+/// The resumable counters of an on-policy method that trains in rollouts (ReLIC's PPO, RL²),
+/// saved in every checkpoint.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct RolloutCounters {
+    /// Rollouts (trials) completed.
+    pub rollouts: u64,
+    /// Env steps collected, all envs together.
+    pub env_steps: u64,
+    /// PPO updates done (for ReLIC: partial and full).
+    pub updates: u64,
+    /// Consecutive updates with a non-finite loss.
+    pub bad_updates: BadUpdateGuard,
+    /// Env steps at the last evaluation.
+    pub last_eval_step: u64,
+}
+
 /// What a trainer's checkpoint holds at `step`: the model's variables, the optimiser and the
 /// method's resumable state (its counters).
 pub struct Snapshot<'a, S> {

@@ -66,7 +66,6 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
         let batch = host.to_tensors(image, device);
         let logits = model.forward(&batch, true)?;
         let loss = dpt_loss(&logits, &batch.labels);
-        let value = loss.double_value(&[]);
         let lr = warmup_cosine(
             state.steps,
             dpt.lr,
@@ -75,11 +74,8 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
             dpt.steps,
             dpt.final_lr,
         );
-        if value.is_finite() {
-            opt.zero_grad();
-            loss.backward();
-            opt.clip_grad_norm(dpt.max_grad_norm);
-            opt.step(lr);
+        let value = opt.minimise(&loss, dpt.max_grad_norm, lr);
+        if let Some(value) = value {
             let _guard = tch::no_grad_guard();
             let last = logits
                 .select(1, dpt.data.context_len as i64)
@@ -92,11 +88,9 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
             loss_sum += value;
             n_sum += 1;
         }
-        let skipped = (!value.is_finite())
-            .then(|| format!("step {}: non-finite loss, update skipped", state.steps));
         state
             .bad_updates
-            .record(skipped, "steps", dpt.max_bad_updates)?;
+            .record_step(value, state.steps, dpt.max_bad_updates)?;
         state.steps += 1;
         window_steps += 1;
         bar.set_position(state.steps);

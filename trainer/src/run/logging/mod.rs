@@ -53,3 +53,46 @@ pub use tensorboard::{TensorBoardLogger, DEFAULT_FLUSH_INTERVAL};
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// The `charts/` scalars of the episodes that ended in one rollout (a method's own training
+/// episodes, not an evaluation): mean return, length and success, and the mean return of the
+/// trials' first episodes and of their later ones (the in-context gain while training).
+/// Nothing is logged for a rollout in which no episode ended.
+pub fn episode_charts(
+    logger: &mut dyn Logger,
+    step: u64,
+    episodes: &[sampler::EpisodeStats],
+) -> Result<(), LogError> {
+    let mean_of = |values: Vec<f64>| -> Option<f64> {
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    let returns_where = |keep: &dyn Fn(usize) -> bool| {
+        let values = episodes
+            .iter()
+            .filter(|e| keep(e.episode_index))
+            .map(|e| e.ret);
+        mean_of(values.collect())
+    };
+    let Some(ret) = returns_where(&|_| true) else {
+        return Ok(());
+    };
+    logger.scalar("charts/episodic_return", step, ret)?;
+    let lengths = episodes.iter().map(|e| e.length as f64).collect();
+    logger.scalar(
+        "charts/episodic_length",
+        step,
+        mean_of(lengths).unwrap_or(0.0),
+    )?;
+    let successes = episodes
+        .iter()
+        .map(|e| f64::from(u8::from(e.success)))
+        .collect();
+    logger.scalar("charts/success", step, mean_of(successes).unwrap_or(0.0))?;
+    if let Some(first) = returns_where(&|i| i == 0) {
+        logger.scalar("charts/return_first_episode", step, first)?;
+    }
+    if let Some(later) = returns_where(&|i| i > 0) {
+        logger.scalar("charts/return_later_episodes", step, later)?;
+    }
+    Ok(())
+}
