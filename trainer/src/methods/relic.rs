@@ -186,15 +186,12 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
             let metrics = ppo_update(&model, &mut opt, &storage, &update, &mut learner_rng)?;
             update_seconds += t0.elapsed().as_secs_f64();
             state.updates += 1;
-            let skipped = (metrics.skipped > 0).then(|| {
-                format!(
-                    "update {}: {} of {} minibatches had a non-finite loss and were skipped",
-                    state.updates, metrics.skipped, metrics.minibatches
-                )
-            });
-            state
-                .bad_updates
-                .record(skipped, "updates", ppo.max_bad_updates)?;
+            state.bad_updates.record_update(
+                state.updates,
+                metrics.skipped,
+                metrics.minibatches,
+                ppo.max_bad_updates,
+            )?;
             log_update(&mut run.logger, state.env_steps, lr, &metrics)?;
             if diagnose {
                 let t0 = std::time::Instant::now();

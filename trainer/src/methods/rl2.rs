@@ -189,15 +189,12 @@ pub fn train(run: &mut Run, c: &Rl2Config) -> Result<()> {
         let m = ppo_update(&model, &mut opt, &storage, c, &mut rng)?;
         state.updates += 1;
         state.rollouts += 1;
-        let skipped = (m.skipped > 0).then(|| {
-            format!(
-                "update {}: {} of {} minibatches had a non-finite loss and were skipped",
-                state.updates, m.skipped, m.minibatches
-            )
-        });
-        state
-            .bad_updates
-            .record(skipped, "updates", c.max_bad_updates)?;
+        state.bad_updates.record_update(
+            state.updates,
+            m.skipped,
+            m.minibatches,
+            c.max_bad_updates,
+        )?;
         log(
             run,
             state.env_steps,

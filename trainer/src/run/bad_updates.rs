@@ -30,6 +30,24 @@ impl BadUpdateGuard {
         Ok(())
     }
 
+    /// Records PPO update number `update`, of whose `minibatches` minibatches `skipped` had a
+    /// non-finite loss (and were skipped); an update with any skipped minibatch counts as bad.
+    pub fn record_update(
+        &mut self,
+        update: u64,
+        skipped: usize,
+        minibatches: usize,
+        max: usize,
+    ) -> Result<()> {
+        let message = (skipped > 0).then(|| {
+            format!(
+                "update {update}: {skipped} of {minibatches} minibatches had a non-finite loss \
+                 and were skipped"
+            )
+        });
+        self.record(message, "updates", max)
+    }
+
     /// Records one supervised optimiser step (`loss` None: its loss was not finite and the
     /// step was skipped), named by its index `step` in the warning.
     pub fn record_step(&mut self, loss: Option<f64>, step: u64, max: usize) -> Result<()> {
