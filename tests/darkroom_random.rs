@@ -2,29 +2,8 @@
 //! `icrl env` steps it, a short `icrl train` of the ReLIC config runs on it (with its
 //! evaluation), and `icrl report` tabulates the run.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn icrl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_icrl"));
-    c.env_remove("LD_LIBRARY_PATH");
-    c
-}
-
-fn check(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{check, icrl, root, run_dir, TINY_RELIC};
 
 #[test]
 fn icrl_env_steps_darkroom_random() {
@@ -49,15 +28,6 @@ fn icrl_env_steps_darkroom_random() {
     assert_ne!(out, other);
 }
 
-fn only_run(out: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs[0].clone()
-}
-
 #[test]
 fn relic_trains_evaluates_and_reports_on_darkroom_random() {
     let tmp = tempfile::tempdir().unwrap();
@@ -66,26 +36,16 @@ fn relic_trains_evaluates_and_reports_on_darkroom_random() {
         .arg(root().join("configs/darkroom_relic.ron"))
         .arg("--out")
         .arg(tmp.path().join("runs"));
-    for s in [
+    let extra = [
         "env=DarkRoomRandom()",
-        "method.num_envs=2",
-        "method.minibatches=1",
-        "method.epochs=1",
-        "method.rollout_len=64",
-        "method.updates_per_rollout=2",
-        "method.total_steps=256",
-        "method.warmup_steps=64",
-        "eval.episodes_per_trial=2",
-        "eval.trials_per_task=1",
-        "eval.max_tasks=Some(2)",
         "model.dtype=F32",
         "runtime.device=\"cpu\"",
-        "logging.progress=false",
-    ] {
+    ];
+    for s in TINY_RELIC.iter().chain(&extra) {
         cmd.arg("--set").arg(s);
     }
     check(&cmd.output().unwrap());
-    let run = only_run(&tmp.path().join("runs"));
+    let run = run_dir(&tmp.path().join("runs"));
     let name = run.file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.starts_with("darkroom_random__relic__"), "{name}");
     let eval: serde_json::Value =

@@ -5,26 +5,12 @@
 //! DPT's code, so the run trains and evaluates on other goals), so the tests compare the shape
 //! of every file and the update schedule, not the values.
 
+mod common;
+use common::{check, icrl};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use icrl::trainer::run::logging::{read_events, ValueData};
-
-fn icrl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_icrl"));
-    c.env_remove("LD_LIBRARY_PATH");
-    c
-}
-
-fn check(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/old_run")

@@ -4,17 +4,16 @@
 //! and a thread limit under the sampler. The exit codes are the README's: 0 success, 1 a failed
 //! run, 2 bad input, 130 / 143 stopped by SIGINT / SIGTERM or SIGUSR1 with a checkpoint saved.
 
+mod common;
+use common::{files_with, run_dir, text};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn icrl() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_icrl"));
-    c.current_dir(repo())
+    c.current_dir(common::root())
         .env("OMP_WAIT_POLICY", "PASSIVE")
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null());
@@ -82,10 +81,6 @@ fn dpt_train(out: &Path, seed: u64) -> Command {
     c
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn describe(out: &Output) -> String {
     format!(
         "exit {:?}\nstdout: {}\nstderr: {}",
@@ -105,27 +100,6 @@ fn assert_no_crash(stderr: &str) {
     ] {
         assert!(!stderr.contains(bad), "`{bad}` in: {stderr}");
     }
-}
-
-/// The only run folder under `out` (besides the dataset cache `datasets/`).
-fn run_dir(out: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.ends_with("datasets"))
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs[0].clone()
-}
-
-/// The files in `dir` whose name satisfies `pred`, sorted (none for a missing folder).
-fn files_with(dir: &Path, pred: impl Fn(&str) -> bool) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    v.retain(|p| pred(&p.file_name().unwrap().to_string_lossy()));
-    v.sort();
-    v
 }
 
 fn checkpoints(run: &Path) -> Vec<PathBuf> {
@@ -463,7 +437,7 @@ fn under_prlimit(limits: &[String], command: &Command) -> Command {
     c.args(limits)
         .arg(command.get_program())
         .args(command.get_args())
-        .current_dir(repo())
+        .current_dir(common::root())
         .env("OMP_WAIT_POLICY", "PASSIVE")
         .stdin(Stdio::null());
     c
@@ -532,7 +506,7 @@ fn the_sampler_reports_a_worker_thread_that_cannot_start() {
         ]);
         c.arg("prlimit").arg("--nproc=200");
         c.arg(bench.get_program()).args(bench.get_args());
-        c.current_dir(repo())
+        c.current_dir(common::root())
             .env("OMP_WAIT_POLICY", "PASSIVE")
             .stdin(Stdio::null());
         c

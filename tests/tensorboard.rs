@@ -1,6 +1,9 @@
 //! TensorBoard as a user starts it: `scripts/tensorboard.sh` (what `make tensorboard` runs) on a
 //! folder holding a short training run, queried over HTTP on 127.0.0.1 like the browser does.
 
+mod common;
+use common::{check, root, run_dir, TINY_RELIC};
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -8,42 +11,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Trains the default ReLIC config for 256 steps into `out` and returns the run folder's name.
 fn short_run(out: &Path) -> String {
     let config = root().join("configs/darkroom_relic.ron");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_icrl"));
     cmd.arg("train").arg(&config).arg("--out").arg(out);
-    for set in [
-        "method.num_envs=2",
-        "method.minibatches=1",
-        "method.epochs=1",
-        "method.rollout_len=64",
-        "method.updates_per_rollout=2",
-        "method.total_steps=256",
-        "method.warmup_steps=64",
-        "eval.episodes_per_trial=2",
-        "eval.trials_per_task=1",
-        "eval.max_tasks=Some(2)",
-        "logging.progress=false",
-    ] {
+    for set in TINY_RELIC {
         cmd.arg("--set").arg(set);
     }
-    let result = cmd.output().unwrap();
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let dirs: Vec<String> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs[0].clone()
+    check(&cmd.output().unwrap());
+    let run = run_dir(out);
+    run.file_name().unwrap().to_string_lossy().into_owned()
 }
 
 /// A port that was free a moment ago.

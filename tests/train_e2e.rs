@@ -1,50 +1,13 @@
 //! End-to-end runs of `icrl train` / `icrl eval` on every config (shrunk to a few hundred
 //! steps on CPU), checking the files a run writes; interruption and exact resume.
 
+mod common;
+use common::{check, files_with, icrl, root, run_dir};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use icrl::trainer::run::logging::{read_events, ValueData};
-
-fn icrl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_icrl"));
-    c.env_remove("LD_LIBRARY_PATH");
-    c
-}
-
-fn check(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The only run folder under `out` (besides the dataset cache `datasets/`).
-fn run_dir(out: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.ends_with("datasets"))
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs[0].clone()
-}
-
-fn files_with(dir: &Path, pred: impl Fn(&str) -> bool) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    v.retain(|p| pred(&p.file_name().unwrap().to_string_lossy()));
-    v.sort();
-    v
-}
 
 /// Every scalar of a run folder's event files: (tag, step, value).
 fn scalars(dir: &Path) -> Vec<(String, u64, f64)> {
