@@ -329,6 +329,10 @@ pub fn load(path: &Path, extra: &[String]) -> anyhow::Result<LoadedExperiment> {
             }
         }
     }
+    // Seed-major order (every variant of the first seed, then of the next): a sweep stopped
+    // part-way, or run over several sessions, has finished whole paired sets of variants, which
+    // is what the paired comparison needs. The sort is stable, so variants keep their order.
+    runs.sort_by_key(|r| experiment.seeds.iter().position(|&s| s == r.seed));
     if !problems.is_empty() {
         return Err(UsageError(format!(
             "{origin}: {} problem(s):\n  {}",
@@ -379,8 +383,9 @@ mod tests {
         );
         let loaded = load(&path, &["eval.episodes_per_trial=2".into()]).unwrap();
         let slots: Vec<String> = loaded.runs.iter().map(PlannedRun::slot).collect();
-        assert_eq!(slots, ["u1__s3", "u1__s4", "u2__s3", "u2__s4"]);
-        let r = &loaded.runs[1];
+        // Seed-major: every variant of seed 3 before any run of seed 4.
+        assert_eq!(slots, ["u1__s3", "u2__s3", "u1__s4", "u2__s4"]);
+        let r = &loaded.runs[2];
         assert_eq!(r.config.seed, 4);
         assert_eq!(r.config.name, "abl.u1");
         assert_eq!(r.config.eval.episodes_per_trial, 2);
