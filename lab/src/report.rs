@@ -1392,9 +1392,9 @@ fn paired_markdown(rows: &[PairedRow], c: &Comparison) -> String {
     let mut md = format!(
         "## Paired comparison with `{}`
 
-Metric (fixed in the experiment file before running):          a run's mean return over episodes {from}-{to} of its final evaluation. A run took off          when its metric is above {}. Differences are variant minus baseline over the seeds both          ran: mean with its 95% t interval over seeds, the sign count (seeds better / worse /          equal), the paired t test's two-sided p-value and its Holm correction over the {}          contrasts, and the smallest difference these seeds detect with 80% power at the 5%          level.
+Metric (fixed in the experiment file before running): a run's mean return over episodes {from}-{to} of its final evaluation. A run took off when its metric is above {}. Differences are variant minus baseline over the seeds both ran: mean with its 95% t interval over seeds, the sign count (seeds better / worse / equal), the paired t test's two-sided p-value and its Holm correction over the {} contrasts, and the smallest difference these seeds detect with 80% power at the 5% level.
 
-| variant | metric | took off | seeds paired | difference | better / worse /          equal | p | p (Holm) | resolved? |
+| variant | metric | took off | seeds paired | difference | better / worse / equal | p | p (Holm) | resolved? |
 |---|---|---|---|---|---|---|---|---|
 ",
         c.baseline,
