@@ -22,9 +22,22 @@ fn copy_of_old_run(tmp: &Path) -> PathBuf {
     let dst = tmp.join("run");
     std::fs::create_dir_all(dst.join("checkpoints")).unwrap();
     std::fs::copy(src.join("config.ron"), dst.join("config.ron")).unwrap();
+    // The old build's checkpoint is kept as hex text (no binary run artefacts in git); its
+    // bytes are written back exactly.
     let ckpt = "checkpoints/ckpt_000000000256.safetensors";
-    std::fs::copy(src.join(ckpt), dst.join(ckpt)).unwrap();
+    let hex = std::fs::read_to_string(src.join(format!("{ckpt}.hex"))).unwrap();
+    std::fs::write(dst.join(ckpt), from_hex(&hex)).unwrap();
     dst
+}
+
+/// The bytes of a hex dump (whitespace and line breaks ignored).
+fn from_hex(text: &str) -> Vec<u8> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    assert!(digits.len() % 2 == 0, "odd number of hex digits");
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+        .collect()
 }
 
 fn json(path: &Path) -> serde_json::Value {
