@@ -534,3 +534,66 @@ fn bad_launcher_options_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("not a sweep folder"), "{}", text(&out));
 }
+
+/// Editing the base config file's content between two invocations of a sweep is refused
+/// (exit code 2, the slot and the changed field named, nothing started), since the manifest
+/// only records the base file's path; restoring the file lets the sweep go on.
+#[test]
+fn a_sweep_refuses_to_continue_after_its_base_config_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.ron");
+    let original = std::fs::read_to_string(root().join("configs/darkroom_relic.ron")).unwrap();
+    std::fs::write(&base, &original).unwrap();
+    let experiment = dir.path().join("one.ron");
+    std::fs::write(
+        &experiment,
+        r#"Experiment(
+    name: "one",
+    base: "base.ron",
+    budget: [
+        "method.num_envs=2", "method.minibatches=1", "method.epochs=1",
+        "method.rollout_len=100", "method.updates_per_rollout=2",
+        "method.total_steps=200", "method.warmup_steps=64",
+        "eval.episodes_per_trial=2", "eval.max_tasks=Some(2)", "eval.trials_per_task=1",
+        "runtime.device=\"cpu\"", "logging.progress=false",
+    ],
+    variants: [(name: "base", set: [])],
+    seeds: [0],
+)"#,
+    )
+    .unwrap();
+    let sweep_dir = dir.path().join("sweep");
+    let sweep = || {
+        icrl()
+            .arg("sweep")
+            .arg(&experiment)
+            .arg("--out")
+            .arg(&sweep_dir)
+            .output()
+            .unwrap()
+    };
+    let out = sweep();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status = std::fs::read_to_string(sweep_dir.join("base__s0/status.json")).unwrap();
+
+    std::fs::write(&base, original.replace("d_model: 64", "d_model: 32")).unwrap();
+    let out = sweep();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(!all.contains("panicked"), "{all}");
+    assert!(all.contains("base__s0 (model.d_model)"), "{all}");
+    assert_eq!(
+        std::fs::read_to_string(sweep_dir.join("base__s0/status.json")).unwrap(),
+        status,
+        "a refused sweep touched the slot"
+    );
+
+    std::fs::write(&base, &original).unwrap();
+    let out = sweep();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("skipped") || text(&out).contains("finished"),
+        "{}",
+        text(&out)
+    );
+}

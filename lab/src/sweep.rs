@@ -550,6 +550,40 @@ fn check_previous(dir: &Path, manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
+/// Checks every started slot's saved `config.ron` against the config the experiment now gives
+/// it. The manifest only records the base file's path and the overrides, so an edit of the base
+/// file's content (or of a default in code) between two invocations would otherwise mix two
+/// configs under one variant name. The thread split (`runtime.torch_threads`,
+/// `sampler.threads`) may differ: it depends on `--jobs`, not on the experiment.
+fn check_started_configs(dir: &Path, loaded: &LoadedExperiment) -> Result<()> {
+    let mut changed = Vec::new();
+    for run in &loaded.runs {
+        let Some(run_dir) = run_dir_in_slot(&dir.join(run.slot())) else {
+            continue;
+        };
+        let path = run_dir.join(trainer::run::dir::CONFIG_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read the run's config", path.display()))?;
+        let mut saved: Config = config::from_ron_str(&text, &path.display().to_string())?;
+        trainer::run::keep_saved_algorithm(&mut saved, &text);
+        saved.runtime.torch_threads = run.config.runtime.torch_threads;
+        saved.sampler.threads = run.config.sampler.threads;
+        let fields = config::differing_fields(&saved, &run.config);
+        if !fields.is_empty() {
+            changed.push(format!("{} ({})", run.slot(), fields.join(", ")));
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "{}: the config these runs were started with differs from the one the experiment now gives them (was the base config file or a default edited?): {}. Restore it, sweep into another --out folder, or delete those slots",
+        dir.display(),
+        changed.join("; ")
+    ))
+    .into())
+}
+
 fn plan(loaded: &LoadedExperiment, options: &SweepOptions, dir: &Path) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
     for run in &loaded.runs {
@@ -637,6 +671,7 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
             .collect(),
     };
     check_previous(&dir, &manifest)?;
+    check_started_configs(&dir, &loaded)?;
     let jobs = plan(&loaded, options, &dir)?;
     let exe = match &options.exe {
         Some(e) => e.clone(),
