@@ -154,7 +154,7 @@ fn a_minibatch_gradient_on_replicas_equals_the_serial_gradient() {
             let replicas = *replicas;
             let mb = {
                 tch::manual_seed(100 + seed);
-                minibatch(&s, &rows)
+                minibatch(&s, rows)
             };
             zero_grads(&s.vs);
             tch::manual_seed(seed);
