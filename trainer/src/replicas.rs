@@ -132,14 +132,15 @@ impl<M: Send> Replicas<M> {
             }
         }
         let shard = &shard;
-        std::thread::scope(|scope| {
+        let caller_threads = tch::get_num_threads();
+        let results = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .replicas
                 .iter_mut()
                 .zip(jobs)
                 .map(|(replica, job)| {
                     scope.spawn(move || {
-                        // Per OS thread in libtorch (OpenMP): the caller's count is untouched.
+                        // Per OS thread in libtorch (OpenMP): the caller's own count stays.
                         tch::set_num_threads(1);
                         shard(&replica.model, job)
                     })
@@ -152,7 +153,11 @@ impl<M: Send> Replicas<M> {
                         .unwrap_or_else(|_| Err(anyhow!("a model replica's thread panicked")))
                 })
                 .collect()
-        })
+        });
+        // The workers' count is per thread, but libtorch also keeps it as the default of
+        // threads that start later (the sampler's): restore the caller's.
+        tch::set_num_threads(caller_threads);
+        results
     }
 
     /// Adds the gradients of the first `used` replicas (summed in replica order) to the

@@ -185,6 +185,9 @@ fn a_minibatch_gradient_on_replicas_equals_the_serial_gradient() {
         threads,
         "the caller's libtorch threads"
     );
+    // libtorch's default for threads started later is the caller's too, not the replicas' 1.
+    let later = std::thread::spawn(tch::get_num_threads).join().unwrap();
+    assert_eq!(later, threads, "a thread started after the replicas ran");
 }
 
 #[test]
