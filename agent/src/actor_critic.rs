@@ -73,11 +73,18 @@ impl ActorCritic {
     /// Full causal forward over whole trials from their start (inputs `[B, T]`):
     /// (logits `[B, T, A]`, value `[B, T]`). `train` enables depth dropout.
     pub fn forward(&self, x: &StepInputs, train: bool) -> Result<(Tensor, Tensor)> {
+        self.forward_layers(x, &self.trunk.draw_layers(train))
+    }
+
+    /// [`ActorCritic::forward`] with the trunk's blocks chosen by `kept` (one flag per block,
+    /// from [`Transformer::draw_layers`]) instead of drawn: data-parallel replicas run one
+    /// draw of depth dropout on every shard of a minibatch.
+    pub fn forward_layers(&self, x: &StepInputs, kept: &[bool]) -> Result<(Tensor, Tensor)> {
         self.check(x)?;
         let tokens = self.encoder.forward(x);
         let h = self
             .trunk
-            .forward(&tokens, &x.episode_index, &x.step_in_episode, train)?;
+            .forward_layers(&tokens, &x.episode_index, &x.step_in_episode, kept)?;
         Ok(self.heads(&h))
     }
 

@@ -58,6 +58,19 @@ impl StepInputs {
         }
     }
 
+    /// Sequences `start..start + len` of the batch (a view, no copy).
+    pub fn narrow_rows(&self, start: i64, len: i64) -> StepInputs {
+        let n = |x: &Tensor| x.narrow(0, start, len);
+        StepInputs {
+            vector: n(&self.vector),
+            image: self.image.as_ref().map(n),
+            prev_action: n(&self.prev_action),
+            prev_reward: n(&self.prev_reward),
+            episode_index: n(&self.episode_index),
+            step_in_episode: n(&self.step_in_episode),
+        }
+    }
+
     /// Sequences `rows` of the batch (`rows: [b]` i64 indices).
     pub fn select_rows(&self, rows: &Tensor) -> StepInputs {
         let s = |x: &Tensor| x.index_select(0, rows);

@@ -409,8 +409,11 @@ impl Transformer {
         })
     }
 
-    /// Which blocks run in this forward: all, unless training with depth dropout.
-    fn kept_layers(&self, train: bool) -> Vec<bool> {
+    /// Which blocks run in one forward: all, unless training with depth dropout, in which case
+    /// each block is dropped with probability `depth_dropout`, drawn from libtorch's global
+    /// generator. [`Transformer::forward`] draws this itself; data-parallel replicas draw it
+    /// once per minibatch and pass it to every shard's [`Transformer::forward_layers`].
+    pub fn draw_layers(&self, train: bool) -> Vec<bool> {
         let n = self.layers.len();
         if !train || self.cfg.depth_dropout == 0.0 {
             return vec![true; n];
@@ -473,6 +476,24 @@ impl Transformer {
         step: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
+        self.forward_layers(tokens, episode, step, &self.draw_layers(train))
+    }
+
+    /// [`Transformer::forward`] running only the blocks with `kept[i]` (one flag per block,
+    /// from [`Transformer::draw_layers`]); draws nothing.
+    pub fn forward_layers(
+        &self,
+        tokens: &Tensor,
+        episode: &Tensor,
+        step: &Tensor,
+        kept: &[bool],
+    ) -> Result<Tensor> {
+        ensure!(
+            kept.len() == self.layers.len(),
+            "{} layer flags for {} blocks",
+            kept.len(),
+            self.layers.len()
+        );
         let s = tokens.size();
         ensure!(
             s.len() == 3 && s[1] >= 1,
@@ -491,9 +512,8 @@ impl Transformer {
         let (mut x, rotary) = self.positions(&x, &index, episode, step)?;
         let mask = (!self.cfg.inter_episode_attention)
             .then(|| episode_mask(episode, self.cfg.sink.has_slot()));
-        let kept = self.kept_layers(train);
-        let sinks = self.sink_slots(&kept)?;
-        for ((block, keep), sink) in self.layers.iter().zip(&kept).zip(&sinks) {
+        let sinks = self.sink_slots(kept)?;
+        for ((block, keep), sink) in self.layers.iter().zip(kept).zip(&sinks) {
             if *keep {
                 x = block.forward(&x, rotary.as_ref(), sink.as_ref(), mask.as_ref());
             }

@@ -21,7 +21,8 @@
 //! forwarded too, and the children quit at once.
 //!
 //! Threads: with `--jobs N > 1` every child gets `runtime.torch_threads` and `sampler.threads`
-//! of at most `cores / N` (a config's smaller value is kept), so the children share the cores.
+//! of at most `cores / N` (a config's smaller value is kept), and `runtime.update_replicas` is
+//! lowered to `cores / N` when above it, so the children share the cores.
 //! A resumed run keeps the threads it was started with (they are part of its `config.ron`).
 
 use std::io::Write;
@@ -360,13 +361,18 @@ fn thread_overrides(config: &Config, jobs: usize) -> Vec<String> {
             configured.min(per_job)
         }
     };
-    vec![
+    let mut overrides = vec![
         format!(
             "runtime.torch_threads={}",
             pick(config.runtime.torch_threads)
         ),
         format!("sampler.threads={}", pick(config.sampler.threads)),
-    ]
+    ];
+    // Each update replica is a thread of its own: no more than the job's share either.
+    if config.runtime.update_replicas > per_job {
+        overrides.push(format!("runtime.update_replicas={per_job}"));
+    }
+    overrides
 }
 
 /// One slot to run.
@@ -1045,6 +1051,16 @@ mod tests {
         );
         config.runtime.torch_threads = 1;
         assert_eq!(thread_overrides(&config, 2)[0], "runtime.torch_threads=1");
+        // Update replicas are threads too: capped at the job's share, untouched below it.
+        config.runtime.update_replicas = 2 * cores;
+        let overrides = thread_overrides(&config, 2);
+        let share = (cores / 2).max(1);
+        assert_eq!(
+            overrides.last().unwrap(),
+            &format!("runtime.update_replicas={share}")
+        );
+        config.runtime.update_replicas = 1;
+        assert_eq!(thread_overrides(&config, 2).len(), 2);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod methods;
 pub mod optim;
 pub mod plot;
 pub mod ppo_math;
+pub mod replicas;
 pub mod results;
 pub mod run;
 pub mod stats;

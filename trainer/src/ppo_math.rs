@@ -194,11 +194,7 @@ pub fn ppo_loss(cfg: &PpoLossConfig, batch: &PpoBatch<'_>) -> PpoLoss {
     let entropy = -(log_probs.exp() * &log_probs).sum_dim_intlist(-1, false, Kind::Float);
     let log_ratio = &new_logprob - old_logprob;
     let ratio = log_ratio.exp();
-    let advantages = if cfg.normalize_advantages && advantages.numel() > 1 {
-        (advantages - advantages.mean(Kind::Float)) / (advantages.std(true) + 1e-8)
-    } else {
-        advantages.shallow_clone()
-    };
+    let advantages = normalized_advantages(cfg, advantages);
     let surrogate = &ratio * &advantages;
     let clipped = ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * &advantages;
     let policy_loss = -surrogate.minimum(&clipped).mean(Kind::Float);
@@ -230,6 +226,18 @@ pub fn ppo_loss(cfg: &PpoLossConfig, batch: &PpoBatch<'_>) -> PpoLoss {
         approx_kl,
         clipfrac,
         total,
+    }
+}
+
+/// The minibatch's advantages as the loss uses them: standardised over the whole minibatch
+/// when `cfg.normalize_advantages` (and it holds more than one), else as they are.
+/// Data-parallel shards ([`crate::replicas`]) standardise once over the whole minibatch with
+/// this and run [`ppo_loss`] on their part without normalising again.
+pub fn normalized_advantages(cfg: &PpoLossConfig, advantages: &Tensor) -> Tensor {
+    if cfg.normalize_advantages && advantages.numel() > 1 {
+        (advantages - advantages.mean(Kind::Float)) / (advantages.std(true) + 1e-8)
+    } else {
+        advantages.shallow_clone()
     }
 }
 

@@ -516,6 +516,14 @@ pub struct RuntimeConfig {
     pub device: String,
     /// libtorch intra-op threads (0 = the cores available to the process).
     pub torch_threads: usize,
+    /// Data-parallel model replicas for ReLIC's PPO minibatches: each minibatch's sequences
+    /// are split into this many shards, each run forward and backward on its own copy of the
+    /// model in its own OS thread with one libtorch intra-op thread, and the summed gradients
+    /// make one optimiser step ([`crate::replicas`]). 0 or 1 = serial (one forward over the
+    /// whole minibatch with `torch_threads`). Same update up to float summation order; worth
+    /// it on CPU for tiny models, where a second intra-op thread helps little. At most the
+    /// sequences of a minibatch (`num_envs / minibatches`); other methods need 1.
+    pub update_replicas: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -523,6 +531,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             device: "auto".to_string(),
             torch_threads: 0,
+            update_replicas: 1,
         }
     }
 }

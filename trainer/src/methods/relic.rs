@@ -49,6 +49,7 @@ use crate::eval;
 use crate::methods::TrainingMethod;
 use crate::optim::{warmup_cosine, Adam};
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
+use crate::replicas::{PpoMinibatch, Replicas};
 use crate::run::checkpoint::{self, Checkpoint};
 use crate::run::logging::{self, Logger};
 use crate::run::{self, seeds, Run, Snapshot};
@@ -97,13 +98,23 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
     let spec = cfg.env.spec();
     let device = run.device;
     tch::manual_seed(cfg.init_seed() as i64);
+    let build = |vs: &mut VarStore| -> Result<ActorCritic> {
+        let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec))?;
+        // A bf16 model keeps bf16 parameters; Adam keeps f32 moments and f32 master weights.
+        if cfg.model.dtype != agent::DType::F32 {
+            vs.set_kind(cfg.model.dtype.kind());
+        }
+        Ok(model)
+    };
     let mut vs = VarStore::new(device);
-    let model = ActorCritic::new(&vs.root(), &cfg.model, &sampler::obs_spec(&spec))?;
-    // A bf16 model keeps bf16 parameters; Adam keeps f32 moments and f32 master weights.
-    if cfg.model.dtype != agent::DType::F32 {
-        vs.set_kind(cfg.model.dtype.kind());
-    }
+    let model = build(&mut vs)?;
     let mut opt = Adam::new(&vs, 0.9, 0.999, ppo.adam_eps, 0.0);
+    // Built after the master (their initial draws are overwritten and every rollout reseeds
+    // libtorch's generator), so the master's weights do not depend on this setting.
+    let mut replicas = match cfg.runtime.update_replicas {
+        0 | 1 => None,
+        n => Some(Replicas::new(&vs, n, build)?),
+    };
     let mut state = TrainState::default();
     if let Some((saved, path)) = run.restore(&mut vs, &mut opt)? {
         state = saved;
@@ -183,7 +194,14 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
                 lr,
                 grad_norms: diagnose,
             };
-            let metrics = ppo_update(&model, &mut opt, &storage, &update, &mut learner_rng)?;
+            let metrics = ppo_update(
+                &model,
+                &mut opt,
+                &storage,
+                &update,
+                &mut learner_rng,
+                replicas.as_mut(),
+            )?;
             update_seconds += t0.elapsed().as_secs_f64();
             state.updates += 1;
             state.bad_updates.record_update(
@@ -297,13 +315,16 @@ pub struct UpdatePlan<'a> {
     pub grad_norms: bool,
 }
 
-/// One PPO update on the prefix `[0, end)` with the loss on `[loss_start, end)`.
+/// One PPO update on the prefix `[0, end)` with the loss on `[loss_start, end)`; each
+/// minibatch's gradient from one forward, or split over data-parallel `replicas` of `model`
+/// (`runtime.update_replicas`; the same update up to float summation order).
 pub fn ppo_update(
     model: &ActorCritic,
     opt: &mut Adam,
     storage: &RolloutStorage,
     plan: &UpdatePlan<'_>,
     rng: &mut ChaCha8Rng,
+    mut replicas: Option<&mut Replicas<ActorCritic>>,
 ) -> Result<UpdateMetrics> {
     let UpdatePlan {
         ppo,
@@ -387,31 +408,32 @@ pub fn ppo_update(
         rows.shuffle(rng);
         for chunk in rows.chunks(per_minibatch) {
             let idx = Tensor::from_slice(chunk).to_device(device);
+            let pick = |x: &Tensor| x.index_select(0, &idx);
+            let minibatch = PpoMinibatch {
+                inputs: inputs.select_rows(&idx),
+                loss_start: loss_start as i64,
+                actions: pick(&actions),
+                old_logprob: pick(&old_logprob),
+                advantages: pick(&advantages),
+                returns: pick(&returns),
+                old_values: pick(&old_values),
+            };
             // Train mode draws depth dropout (ReLIC's regulariser) while the rollout's log-probs
             // came from the full model: a minibatch that drops a layer has ratios far from 1
             // even at lr -> 0, which shows as approx_kl ~0.03-0.2 and clipfrac ~0.1-0.25 (Dark
             // Room, 2 layers). Set model.depth_dropout=0 to see the optimiser's own KL.
-            let (logits, v) = model.forward(&inputs.select_rows(&idx), true)?;
-            let pick = |x: &Tensor| x.index_select(0, &idx);
-            let a = logits.size()[2];
-            let loss = ppo_math::ppo_loss(
-                &loss_cfg,
-                &ppo_math::PpoBatch {
-                    logits: &logits.narrow(1, loss_start as i64, seg).reshape([-1, a]),
-                    actions: &pick(&actions).reshape(-1),
-                    old_logprob: &pick(&old_logprob).reshape(-1),
-                    advantages: &pick(&advantages).reshape(-1),
-                    returns: &pick(&returns).reshape(-1),
-                    old_values: &pick(&old_values).reshape(-1),
-                    values: &v.narrow(1, loss_start as i64, seg).reshape(-1),
-                },
-            );
+            // Gradients of `loss / grad_accum` land in the model's .grad when the loss is
+            // finite, from one forward or summed over data-parallel replicas.
+            let accum = ppo.grad_accum as f64;
+            let loss = match replicas.as_deref_mut() {
+                None => minibatch.backward(model, &loss_cfg, accum)?,
+                Some(replicas) => replicas.ppo_backward(model, &minibatch, &loss_cfg, accum)?,
+            };
             m.minibatches += 1;
             if !loss.total.double_value(&[]).is_finite() {
                 m.skipped += 1;
                 continue;
             }
-            (&loss.total / ppo.grad_accum as f64).backward();
             accumulated += 1;
             m.policy += loss.policy;
             m.value += loss.value;
@@ -599,6 +621,7 @@ mod tests {
                 grad_norms: false,
             },
             &mut rng,
+            None,
         )
         .unwrap();
         assert_eq!(m.skipped, 0);
@@ -620,6 +643,7 @@ mod tests {
                 grad_norms: false,
             },
             &mut rng,
+            None,
         )
         .unwrap();
         assert_eq!(m.skipped, m.minibatches);
@@ -692,7 +716,7 @@ mod tests {
                 lr: 0.0,
                 grad_norms: false,
             };
-            let m = ppo_update(&model, &mut opt, storage, &update, &mut rng).unwrap();
+            let m = ppo_update(&model, &mut opt, storage, &update, &mut rng, None).unwrap();
             (m.skipped, m.minibatches)
         };
         let clean = storage.logprob.copy();
@@ -740,6 +764,7 @@ mod tests {
                 grad_norms: false,
             },
             &mut rng,
+            None,
         )
         .unwrap();
         storage.shuffle_completed_episodes(&mut rng).unwrap();
@@ -790,6 +815,7 @@ mod tests {
                     grad_norms: false,
                 },
                 rng,
+                None,
             )
             .unwrap()
         };
