@@ -82,19 +82,6 @@ fn impossible_values_are_all_reported() {
 }
 
 #[test]
-fn more_update_replicas_than_minibatch_sequences_is_rejected() {
-    assert_rejected(
-        "Config(method: Relic(num_envs: 8, minibatches: 4))",
-        &["--set", "runtime.update_replicas=3"],
-        &[
-            "runtime.update_replicas",
-            "minibatches of 2 sequences",
-            "at most 2",
-        ],
-    );
-}
-
-#[test]
 fn bad_override_path_suggests_valid_names() {
     assert_rejected(
         "Config()",

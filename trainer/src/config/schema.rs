@@ -521,8 +521,9 @@ pub struct RuntimeConfig {
     /// model in its own OS thread with one libtorch intra-op thread, and the summed gradients
     /// make one optimiser step ([`crate::replicas`]). 0 or 1 = serial (one forward over the
     /// whole minibatch with `torch_threads`). Same update up to float summation order; worth
-    /// it on CPU for tiny models, where a second intra-op thread helps little. At most the
-    /// sequences of a minibatch (`num_envs / minibatches`); other methods need 1.
+    /// it on CPU for tiny models, where a second intra-op thread helps little. ReLIC uses at
+    /// most one replica per sequence of a minibatch (`num_envs / minibatches`); other methods
+    /// need 1.
     pub update_replicas: usize,
 }
 
