@@ -522,8 +522,8 @@ pub struct RuntimeConfig {
     /// make one optimiser step ([`crate::replicas`]). 0 or 1 = serial (one forward over the
     /// whole minibatch with `torch_threads`). Same update up to float summation order; worth
     /// it on CPU for tiny models, where a second intra-op thread helps little. ReLIC uses at
-    /// most one replica per sequence of a minibatch (`num_envs / minibatches`); other methods
-    /// need 1.
+    /// most one replica per sequence of a minibatch (`num_envs / minibatches`), and none on
+    /// CUDA (the update runs serially there); other methods need 1.
     pub update_replicas: usize,
 }
 

@@ -111,9 +111,15 @@ pub fn train(run: &mut Run, ppo: &PpoConfig) -> Result<()> {
     let mut opt = Adam::new(&vs, 0.9, 0.999, ppo.adam_eps, 0.0);
     // Built after the master (their initial draws are overwritten and every rollout reseeds
     // libtorch's generator), so the master's weights do not depend on this setting.
-    // At most one replica per sequence of a minibatch.
+    // At most one replica per sequence of a minibatch; a CPU lever only (on CUDA one forward
+    // over the whole minibatch already fills the device).
     let sequences = (ppo.num_envs / ppo.minibatches.max(1)).max(1);
-    let mut replicas = match cfg.runtime.update_replicas.min(sequences) {
+    let wanted = if device == tch::Device::Cpu {
+        cfg.runtime.update_replicas
+    } else {
+        1
+    };
+    let mut replicas = match wanted.min(sequences) {
         0 | 1 => None,
         n => Some(Replicas::new(&vs, n, build)?),
     };
