@@ -375,6 +375,14 @@ fn thread_overrides(config: &Config, jobs: usize) -> Vec<String> {
     overrides
 }
 
+/// Copies the fields [`thread_overrides`] may set from `from` into `config`, so that two configs
+/// compare equal when only `--jobs` split them differently.
+fn take_thread_split(config: &mut Config, from: &Config) {
+    config.runtime.torch_threads = from.runtime.torch_threads;
+    config.sampler.threads = from.sampler.threads;
+    config.runtime.update_replicas = from.runtime.update_replicas;
+}
+
 /// One slot to run.
 struct Job {
     run: PlannedRun,
@@ -559,8 +567,8 @@ fn check_previous(dir: &Path, manifest: &Manifest) -> Result<()> {
 /// Checks every started slot's saved `config.ron` against the config the experiment now gives
 /// it. The manifest only records the base file's path and the overrides, so an edit of the base
 /// file's content (or of a default in code) between two invocations would otherwise mix two
-/// configs under one variant name. The thread split (`runtime.torch_threads`,
-/// `sampler.threads`) may differ: it depends on `--jobs`, not on the experiment.
+/// configs under one variant name. The thread split ([`thread_overrides`]) may differ: it
+/// depends on `--jobs`, not on the experiment.
 fn check_started_configs(dir: &Path, loaded: &LoadedExperiment) -> Result<()> {
     let mut changed = Vec::new();
     for run in &loaded.runs {
@@ -572,8 +580,7 @@ fn check_started_configs(dir: &Path, loaded: &LoadedExperiment) -> Result<()> {
             .with_context(|| format!("{}: cannot read the run's config", path.display()))?;
         let mut saved: Config = config::from_ron_str(&text, &path.display().to_string())?;
         trainer::run::keep_saved_algorithm(&mut saved, &text);
-        saved.runtime.torch_threads = run.config.runtime.torch_threads;
-        saved.sampler.threads = run.config.sampler.threads;
+        take_thread_split(&mut saved, &run.config);
         let fields = config::differing_fields(&saved, &run.config);
         if !fields.is_empty() {
             changed.push(format!("{} ({})", run.slot(), fields.join(", ")));
@@ -1035,6 +1042,19 @@ fn print_summary(name: &str, dir: &Path, s: &SweepSummary, seconds: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_different_thread_split_is_not_a_config_change() {
+        let mut planned = Config::default();
+        planned.runtime.update_replicas = 4;
+        let mut saved = planned.clone();
+        saved.runtime.torch_threads = 1;
+        saved.sampler.threads = 1;
+        saved.runtime.update_replicas = 1;
+        assert_eq!(config::differing_fields(&saved, &planned).len(), 3);
+        take_thread_split(&mut saved, &planned);
+        assert!(config::differing_fields(&saved, &planned).is_empty());
+    }
 
     #[test]
     fn threads_are_split_between_jobs() {
