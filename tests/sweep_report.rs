@@ -597,3 +597,77 @@ fn a_sweep_refuses_to_continue_after_its_base_config_changed() {
         text(&out)
     );
 }
+
+#[test]
+fn a_sweep_can_run_a_subset_of_its_variants_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let experiment = dir.path().join("two.ron");
+    std::fs::write(
+        &experiment,
+        format!(
+            r#"Experiment(
+    name: "two",
+    base: {:?},
+    budget: [
+        "method.num_envs=2", "method.minibatches=1", "method.epochs=1",
+        "method.rollout_len=100", "method.updates_per_rollout=2",
+        "method.total_steps=200", "method.warmup_steps=64",
+        "eval.episodes_per_trial=2", "eval.max_tasks=Some(2)", "eval.trials_per_task=1",
+        "runtime.device=\"cpu\"", "logging.progress=false",
+    ],
+    variants: [(name: "kv", set: []), (name: "none", set: ["model.sink=None"])],
+    seeds: [0, 1],
+)"#,
+            base()
+        ),
+    )
+    .unwrap();
+    let sweep_dir = dir.path().join("sweep");
+    let sweep = |extra: &[&str]| {
+        icrl()
+            .arg("sweep")
+            .arg(&experiment)
+            .arg("--out")
+            .arg(&sweep_dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    let out = sweep(&["--variants", "none,sinks"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("--variants sinks") && all.contains("kv, none"),
+        "{all}"
+    );
+    assert!(
+        !sweep_dir.exists(),
+        "a refused sweep wrote {}",
+        sweep_dir.display()
+    );
+
+    let out = sweep(&["--variants", "none", "--dry-run"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert_eq!(all.matches("not selected").count(), 2, "{all}");
+
+    let out = sweep(&["--variants", "none"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for seed in [0, 1] {
+        let none = sweep_dir.join(format!("none__s{seed}"));
+        let kv = sweep_dir.join(format!("kv__s{seed}"));
+        assert_eq!(status_state(&none).as_deref(), Some("done"));
+        assert_eq!(status_state(&kv), None, "{} ran", kv.display());
+    }
+
+    // The manifest kept every run: the same sweep without the filter runs the rest.
+    let out = sweep(&[]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("2 already finished"), "{all}");
+    for seed in [0, 1] {
+        let kv = sweep_dir.join(format!("kv__s{seed}"));
+        assert_eq!(status_state(&kv).as_deref(), Some("done"));
+    }
+}

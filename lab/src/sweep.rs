@@ -75,6 +75,9 @@ pub struct SweepOptions {
     pub slurm: SlurmOptions,
     /// Run only this slot (an index into the manifest's runs): what one Slurm array task does.
     pub slot_index: Option<usize>,
+    /// Run only these variants (empty: all); the manifest still lists every run, so a later
+    /// sweep without the filter runs the rest.
+    pub only_variants: Vec<String>,
 }
 
 /// `icrl sweep` on the command line.
@@ -108,6 +111,11 @@ pub struct SweepArgs {
     /// Run only the slot with this index in the manifest (used by Slurm array tasks).
     #[arg(long, hide = true)]
     pub slot_index: Option<usize>,
+    /// Run only these variants (comma-separated names from the experiment file), e.g. the
+    /// contrasts that must reach 10 seeds first; the other runs stay in the plan for a later
+    /// sweep without this option.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub variants: Vec<String>,
 }
 
 /// Runs `icrl sweep` from its command-line arguments.
@@ -135,6 +143,7 @@ pub fn command(args: &SweepArgs) -> Result<()> {
         launcher: args.launcher,
         slurm: args.slurm.clone(),
         slot_index: args.slot_index,
+        only_variants: args.variants.clone(),
     };
     let experiment = args
         .experiment
@@ -709,9 +718,24 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
         Launcher::Slurm if !options.dry_run => Some(crate::slurm::preflight(&options.slurm)?),
         _ => None,
     };
+    if let Some(unknown) = options
+        .only_variants
+        .iter()
+        .find(|name| !manifest.variants.contains(name))
+    {
+        return Err(UsageError(format!(
+            "--variants {unknown}: {} has no such variant (it has {})",
+            experiment_path.display(),
+            manifest.variants.join(", ")
+        ))
+        .into());
+    }
     let mut pending = std::collections::VecDeque::new();
     for (i, job) in jobs.iter().enumerate() {
         if options.slot_index.is_some_and(|only| only != i) {
+            continue;
+        }
+        if !options.only_variants.is_empty() && !options.only_variants.contains(&job.run.variant) {
             continue;
         }
         let status = SlotStatus::read(&job.slot)?;
@@ -738,6 +762,10 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
         for job in &jobs {
             let state = if summary.skipped.contains(&job.run.slot()) {
                 "done (skipped)".to_string()
+            } else if !options.only_variants.is_empty()
+                && !options.only_variants.contains(&job.run.variant)
+            {
+                "not selected".to_string()
             } else if run_dir_in_slot(&job.slot).is_some() {
                 "resume".to_string()
             } else {
@@ -820,10 +848,19 @@ pub fn sweep(experiment_path: &Path, options: &SweepOptions) -> Result<SweepSumm
         }
     };
     say(format!(
-        "sweep {}: {} run(s) in {}, {} already finished, {} at a time",
+        "sweep {}: {} run(s) in {}{}, {} already finished, {} at a time",
         exp.name,
         jobs.len(),
         dir.display(),
+        if options.only_variants.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} selected by --variants {})",
+                summary.skipped.len() + pending.len(),
+                options.only_variants.join(",")
+            )
+        },
         summary.skipped.len(),
         options.jobs
     ));
