@@ -8,7 +8,7 @@ CARGO ?= cargo
 # libtorch's OpenMP workers spin while idle; on 2 shared cores that costs several-fold.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: all libtorch build run test test-slurm bench bench-compare fmt lint clean tensorboard gpu-bundle gpu-check
+.PHONY: all libtorch build run test test-slurm bench bench-compare bench-compare-dpt fmt lint clean tensorboard gpu-bundle gpu-check
 
 all: build
 
@@ -52,6 +52,17 @@ BENCH_PYTHON ?= $(or $(ICRL_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/icrl)/
 bench-compare: build
 	$(BENCH_PYTHON) bench/reference/compare.py --python $(BENCH_PYTHON) --work $(WORK) \
 		--rounds $(ROUNDS) --threads $(THREADS) --context $(CONTEXT) $(if $(BATCH),--batch $(BATCH))
+
+# `make bench-compare-dpt`: DPT training tokens/s, `icrl bench train` on configs/darkroom_dpt.ron
+# against the official DPT code's model and step (bench/reference/compare_dpt.py); the official
+# repository and transformers 4.5.1 go into .bench-deps/ (scripts/dpt_reference.sh; DPT_REPO=PATH
+# for an existing clone).
+BENCH_DEPS ?= .bench-deps
+bench-compare-dpt: build
+	scripts/dpt_reference.sh $(BENCH_PYTHON) $(BENCH_DEPS)
+	$(BENCH_PYTHON) bench/reference/compare_dpt.py --python $(BENCH_PYTHON) \
+		--repo $(or $(DPT_REPO),$(BENCH_DEPS)/dpt) --pythonpath $(BENCH_DEPS)/python \
+		--rounds $(ROUNDS) --threads $(THREADS)
 
 # `make gpu-bundle`: the release binary and the CUDA test executables built with the `cuda`
 # feature into target/gpu-bundle/ (stripped; carried to a GPU machine, where nothing is

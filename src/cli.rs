@@ -267,12 +267,14 @@ pub enum BenchCommand {
         device_memory: Vec<String>,
     },
     /// End-to-end env steps/s of a ReLIC config, split into sampling (inference, env), PPO
-    /// update and KV-cache refresh (no checkpoints, a one-episode final evaluation).
+    /// update and KV-cache refresh (no checkpoints, a one-episode final evaluation); for a
+    /// DPT config, training tokens/s split into drawing batches and the optimiser step.
     Train {
         /// The run config (RON).
         #[arg(long)]
         config: PathBuf,
-        /// Env steps to train (rounded up to whole rollouts of num_envs x rollout_len).
+        /// Env steps to train (rounded up to whole rollouts of num_envs x rollout_len); for
+        /// DPT, optimiser steps.
         #[arg(long, default_value_t = 65_536)]
         steps: u64,
         /// Override a config field, e.g. --set sampler.inference=Libtorch (repeatable).

@@ -380,3 +380,73 @@ fn resuming_with_a_checkpoint_of_another_config_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model.layers"), "{err}");
 }
+
+/// The last line of stdout as JSON.
+fn last_json(stdout: &str) -> serde_json::Value {
+    let line = stdout.lines().last().expect("no output");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+/// `icrl bench train` on a DPT config (with data-parallel replicas) and on a ReLIC config:
+/// one JSON line each, with the counts the config implies and timings that add up.
+#[test]
+fn bench_train_reports_dpt_tokens_and_relic_env_steps() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = format!(
+        "method.data.cache_dir=Some({:?})",
+        data.path().display().to_string()
+    );
+    let mut dpt = icrl();
+    dpt.args(["bench", "train", "--steps", "20", "--config"])
+        .arg(root().join("configs/darkroom_dpt.ron"));
+    for set in [
+        "method.batch_size=6",
+        "method.warmup_steps=2",
+        "method.data.samples_per_task=3",
+        "method.data.max_tasks=Some(3)",
+        "runtime.torch_threads=1",
+        "runtime.update_replicas=2",
+        cache.as_str(),
+    ] {
+        dpt.args(["--set", set]);
+    }
+    let v = last_json(&check(&dpt.output().unwrap()));
+    assert_eq!(v["method"], "dpt", "{v}");
+    assert_eq!(
+        (v["batch"].as_u64(), v["steps"].as_u64()),
+        (Some(6), Some(20)),
+        "{v}"
+    );
+    assert_eq!(v["tokens_per_example"].as_u64(), Some(101), "{v}");
+    assert_eq!(v["update_replicas"].as_u64(), Some(2), "{v}");
+    let rate = v["train_tokens_per_s"].as_f64().unwrap();
+    assert!(rate.is_finite() && rate > 0.0, "{v}");
+    let seconds = v["seconds"].as_f64().unwrap();
+    let parts = v["batch_seconds"].as_f64().unwrap() + v["step_seconds"].as_f64().unwrap();
+    assert!((parts - seconds).abs() <= 1e-9 * seconds.max(1.0), "{v}");
+    assert!(
+        (rate * seconds - (20 * 6 * 101) as f64).abs() < 1e-6 * rate * seconds,
+        "{v}"
+    );
+    assert!(
+        std::fs::read_dir(data.path()).unwrap().next().is_some(),
+        "the dataset went to the configured cache"
+    );
+
+    let mut relic = icrl();
+    relic
+        .args(["bench", "train", "--steps", "200", "--config"])
+        .arg(root().join("configs/darkroom_relic.ron"));
+    for set in shrink("darkroom") {
+        relic.args(["--set", &set]);
+    }
+    let v = last_json(&check(&relic.output().unwrap()));
+    let rollouts = v["rollouts"].as_u64().unwrap();
+    assert_eq!(rollouts, 2, "200 steps are 2 rollouts of 2 x 64: {v}");
+    assert_eq!(
+        v["env_steps"].as_f64(),
+        Some((rollouts * 2 * 64) as f64),
+        "{v}"
+    );
+    assert!(v["env_steps_per_s"].as_f64().unwrap() > 0.0, "{v}");
+}

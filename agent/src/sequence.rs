@@ -61,6 +61,21 @@ impl SequenceModel {
         next_states: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
+        let kept = self.trunk.draw_layers(train);
+        self.forward_dpt_layers(query, states, actions, rewards, next_states, &kept)
+    }
+
+    /// [`SequenceModel::forward_dpt`] running only the trunk blocks with `kept[i]` (from
+    /// [`Transformer::draw_layers`]; data-parallel replicas share one draw); draws nothing.
+    pub fn forward_dpt_layers(
+        &self,
+        query: &Tensor,
+        states: &Tensor,
+        actions: &Tensor,
+        rewards: &Tensor,
+        next_states: &Tensor,
+        kept: &[bool],
+    ) -> Result<Tensor> {
         let (s, a) = (self.state_dim, self.num_actions);
         let b = query.size().first().copied().unwrap_or(0);
         let t = actions.size().get(1).copied().unwrap_or(0);
@@ -114,7 +129,7 @@ impl SequenceModel {
         let inputs = Tensor::cat(&[query.unsqueeze(1), transitions], 1); // [B, T + 1, 2S + A + 1]
         let tokens = inputs.apply(&self.transition);
         let zeros = Tensor::zeros([b, t + 1], (Kind::Int64, query.device()));
-        let h = self.trunk.forward(&tokens, &zeros, &zeros, train)?;
+        let h = self.trunk.forward_layers(&tokens, &zeros, &zeros, kept)?;
         Ok(h.apply(&self.actor).to_kind(Kind::Float))
     }
 }

@@ -97,6 +97,33 @@ impl<M: Send> Replicas<M> {
         })
     }
 
+    /// Makes `master` the variables the replicas copy from and add their gradients to: a
+    /// VarStore with the same variables (names, shapes, kinds) as the one they were built
+    /// from. Lets a caller build the replicas before it seeds the master's initialisation, so
+    /// the replicas' initial draws shift nothing the run draws later.
+    pub fn follow(&mut self, master: &VarStore) -> Result<()> {
+        let mut named: Vec<(String, Tensor)> = master.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        ensure!(
+            named.len() == self.master.len(),
+            "the new master has {} variables, the replicas {}",
+            named.len(),
+            self.master.len()
+        );
+        for ((name, p), (old, q)) in named.iter().zip(&self.master) {
+            ensure!(
+                name == old && p.size() == q.size() && p.kind() == q.kind(),
+                "the new master's variable {name} {:?} {:?} does not match the replicas' {old} {:?} {:?}",
+                p.size(),
+                p.kind(),
+                q.size(),
+                q.kind()
+            );
+        }
+        self.master = named;
+        Ok(())
+    }
+
     /// The number of replicas.
     pub fn len(&self) -> usize {
         self.replicas.len()

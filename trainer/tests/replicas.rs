@@ -1,5 +1,6 @@
-//! Data-parallel replicas of ReLIC's PPO minibatch step (`runtime.update_replicas`): the
-//! gradient and the updates they give equal the serial ones up to f32 summation order.
+//! Data-parallel replicas of ReLIC's PPO minibatch step and DPT's supervised step
+//! (`runtime.update_replicas`): the gradient and the updates they give equal the serial ones
+//! up to f32 summation order.
 //!
 //! Depth dropout draws from libtorch's global generator, which every test of this binary
 //! shares; [`GENERATOR`] keeps their draws apart.
@@ -13,6 +14,8 @@ use sampler::{RandomPolicy, RolloutStorage, Sampler};
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 use trainer::config::{Config, PpoConfig};
+use trainer::methods::dpt::train::dpt_backward;
+use trainer::methods::dpt::{DptBatch, DptNet};
 use trainer::methods::relic::{ppo_update, UpdatePlan};
 use trainer::optim::Adam;
 use trainer::ppo_math::{Boundaries, PpoLoss, PpoLossConfig};
@@ -290,4 +293,108 @@ fn ppo_updates_on_two_replicas_match_the_serial_updates() {
         diff <= 1e-6,
         "parameters after 3 updates differ by {diff:e} (relative to the largest weight)"
     );
+}
+
+/// A small DPT network on Dark Room and a batch of `b` random contexts of 12 transitions.
+fn dpt_setup(depth_dropout: f64, b: i64) -> (Config, VarStore, DptNet, DptBatch) {
+    let mut cfg = Config::default();
+    cfg.model.heads = 2;
+    cfg.model.d_model = 32;
+    cfg.model.positional = agent::PosEncoding::None;
+    cfg.model.sink = agent::Sink::None;
+    cfg.model.depth_dropout = depth_dropout;
+    tch::manual_seed(21);
+    let mut vs = VarStore::new(tch::Device::Cpu);
+    let model = dpt_build(&cfg)(&mut vs).unwrap();
+    let spec = cfg.env.spec();
+    let (s, a, t) = (spec.vector_dim as i64, spec.num_actions as i64, 12i64);
+    let cpu = (Kind::Float, tch::Device::Cpu);
+    let cells = |shape: &[i64]| Tensor::randint(9, shape, cpu);
+    let batch = DptBatch {
+        query: cells(&[b, s]),
+        query_img: None,
+        states: cells(&[b, t, s]),
+        images: None,
+        actions: Tensor::randint(a, [b, t], (Kind::Int64, tch::Device::Cpu)),
+        rewards: Tensor::rand([b, t], cpu).round(),
+        next_states: cells(&[b, t, s]),
+        next_images: None,
+        labels: Tensor::randint(a, [b], (Kind::Int64, tch::Device::Cpu)),
+    };
+    (cfg, vs, model, batch)
+}
+
+fn dpt_build(cfg: &Config) -> impl Fn(&mut VarStore) -> anyhow::Result<DptNet> + '_ {
+    move |vs: &mut VarStore| {
+        DptNet::new(
+            &vs.root(),
+            &cfg.model,
+            &cfg.env,
+            12,
+            trainer::config::StateEncoding::Raw,
+        )
+    }
+}
+
+#[test]
+fn a_dpt_gradient_on_replicas_equals_the_serial_gradient() {
+    let _lock = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    for (depth_dropout, b, replicas) in [(0.0, 7, 2), (0.5, 5, 3), (0.0, 2, 4)] {
+        let (cfg, vs, model, batch) = dpt_setup(depth_dropout, b);
+        // Built before the master exists in a real run: `follow` points them at it.
+        let other = {
+            let mut vs = VarStore::new(tch::Device::Cpu);
+            dpt_build(&cfg)(&mut vs).unwrap();
+            vs
+        };
+        let mut r = Replicas::new(&other, replicas, dpt_build(&cfg)).unwrap();
+        r.follow(&vs).unwrap();
+        for seed in 0..3 {
+            zero_grads(&vs);
+            tch::manual_seed(seed);
+            let serial = dpt_backward(&model, None, &batch).unwrap();
+            let serial_grads = grads(&vs);
+            zero_grads(&vs);
+            tch::manual_seed(seed);
+            let split = dpt_backward(&model, Some(&mut r), &batch).unwrap();
+            let d = max_relative_diff(&serial_grads, &grads(&vs));
+            assert!(
+                d <= 2e-6,
+                "{replicas} replicas, batch {b}, depth dropout {depth_dropout}, seed {seed}: \
+                 gradients differ by {d:e} (relative)"
+            );
+            assert!(
+                (serial.loss - split.loss).abs() <= 1e-6 * serial.loss.abs(),
+                "{serial:?} vs {split:?}"
+            );
+            assert_eq!(serial.correct_last, split.correct_last);
+        }
+    }
+}
+
+#[test]
+fn a_non_finite_dpt_shard_leaves_the_master_gradient_alone() {
+    let _lock = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let (cfg, vs, model, batch) = dpt_setup(0.0, 4);
+    // Example 3 goes to the second shard only.
+    let _ = batch.rewards.narrow(0, 3, 1).fill_(f64::NAN);
+    let mut r = Replicas::new(&vs, 2, dpt_build(&cfg)).unwrap();
+    zero_grads(&vs);
+    let step = dpt_backward(&model, Some(&mut r), &batch).unwrap();
+    assert!(!step.loss.is_finite());
+    for (name, g) in grads(&vs) {
+        assert_eq!(g.abs().max().double_value(&[]), 0.0, "{name}");
+    }
+}
+
+#[test]
+fn replicas_refuse_to_follow_a_different_model() {
+    let (cfg, vs, _, _) = dpt_setup(0.0, 2);
+    let mut r = Replicas::new(&vs, 2, dpt_build(&cfg)).unwrap();
+    let mut wider = cfg.clone();
+    wider.model.d_model = 64;
+    let mut other = VarStore::new(tch::Device::Cpu);
+    dpt_build(&wider)(&mut other).unwrap();
+    let err = r.follow(&other).unwrap_err().to_string();
+    assert!(err.contains("does not match"), "{err}");
 }

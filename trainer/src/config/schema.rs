@@ -516,14 +516,15 @@ pub struct RuntimeConfig {
     pub device: String,
     /// libtorch intra-op threads (0 = the cores available to the process).
     pub torch_threads: usize,
-    /// Data-parallel model replicas for ReLIC's PPO minibatches: each minibatch's sequences
-    /// are split into this many shards, each run forward and backward on its own copy of the
-    /// model in its own OS thread with one libtorch intra-op thread, and the summed gradients
-    /// make one optimiser step ([`crate::replicas`]). 0 or 1 = serial (one forward over the
-    /// whole minibatch with `torch_threads`). Same update up to float summation order; worth
-    /// it on CPU for tiny models, where a second intra-op thread helps little. ReLIC uses at
-    /// most one replica per sequence of a minibatch (`num_envs / minibatches`), and none on
-    /// CUDA (the update runs serially there); other methods need 1.
+    /// Data-parallel model replicas for ReLIC's PPO minibatches and DPT's batches: each
+    /// minibatch's sequences are split into this many shards, each run forward and backward on
+    /// its own copy of the model in its own OS thread with one libtorch intra-op thread, and
+    /// the summed gradients make one optimiser step ([`crate::replicas`]). 0 or 1 = serial
+    /// (one forward over the whole minibatch with `torch_threads`). Same update up to float
+    /// summation order; worth it on CPU for tiny models, where a second intra-op thread helps
+    /// little. At most one replica per sequence of a minibatch (ReLIC: `num_envs /
+    /// minibatches`; DPT: `batch_size`), and none on CUDA (the step runs serially there);
+    /// other methods need 1.
     pub update_replicas: usize,
 }
 

@@ -63,13 +63,15 @@ impl Validate for Config {
         out.extend(prefixed("logging", self.logging.validate()));
         out.extend(prefixed("checkpoint", self.checkpoint.validate()));
         out.extend(prefixed("runtime", self.runtime.validate()));
-        // More replicas than a minibatch has sequences is not an error: ReLIC uses at most one
-        // replica per sequence (so shrinking `num_envs` with --set keeps a config valid).
-        if self.runtime.update_replicas > 1 && !matches!(self.method, Method::Relic(_)) {
+        // More replicas than a minibatch has sequences is not an error: ReLIC and DPT use at
+        // most one replica per sequence (so shrinking `num_envs` with --set keeps a config valid).
+        if self.runtime.update_replicas > 1
+            && !matches!(self.method, Method::Relic(_) | Method::Dpt(_))
+        {
             out.push((
                 "runtime.update_replicas".to_string(),
                 format!(
-                    "is supported by Relic only; set it to 1 for {}",
+                    "is supported by Relic and Dpt only; set it to 1 for {}",
                     self.method_name()
                 ),
             ));

@@ -39,6 +39,24 @@ pub struct DptBatch {
     pub labels: Tensor,
 }
 
+impl DptBatch {
+    /// The examples in rows `start..start + len` (views).
+    pub fn rows(&self, start: i64, len: i64) -> DptBatch {
+        let n = |x: &Tensor| x.narrow(0, start, len);
+        DptBatch {
+            query: n(&self.query),
+            query_img: self.query_img.as_ref().map(n),
+            states: n(&self.states),
+            images: self.images.as_ref().map(n),
+            actions: n(&self.actions),
+            rewards: n(&self.rewards),
+            next_states: n(&self.next_states),
+            next_images: self.next_images.as_ref().map(n),
+            labels: n(&self.labels),
+        }
+    }
+}
+
 /// Host-side buffers of a batch (filled from records, then turned into tensors).
 #[derive(Default, Debug, Clone)]
 pub struct HostBatch {
@@ -176,7 +194,7 @@ impl ImageDpt {
         })
     }
 
-    fn forward(&self, x: &DptBatch, train: bool) -> Result<Tensor> {
+    fn forward_layers(&self, x: &DptBatch, kept: &[bool]) -> Result<Tensor> {
         let b = x.query.size()[0];
         let t = x.actions.size()[1];
         let device = x.query.device();
@@ -212,7 +230,7 @@ impl ImageDpt {
         }
         let tokens = Tensor::cat(&tokens, 1);
         let pos = zeros_i(t + 1);
-        let h = self.trunk.forward(&tokens, &pos, &pos, train)?;
+        let h = self.trunk.forward_layers(&tokens, &pos, &pos, kept)?;
         Ok(h.apply(&self.actor).to_kind(Kind::Float))
     }
 }
@@ -330,26 +348,39 @@ impl DptNet {
 
     /// Logits `[B, T + 1, A]`: position j sees the query and the first j transitions.
     pub fn forward(&self, x: &DptBatch, train: bool) -> Result<Tensor> {
+        self.forward_layers(x, &self.draw_layers(train))
+    }
+
+    /// Which trunk blocks run in one forward ([`agent::Transformer::draw_layers`]).
+    pub fn draw_layers(&self, train: bool) -> Vec<bool> {
+        match &self.kind {
+            DptKind::Vector(m) => m.trunk.draw_layers(train),
+            DptKind::Image(m) => m.trunk.draw_layers(train),
+        }
+    }
+
+    /// [`DptNet::forward`] running only the trunk blocks with `kept[i]`; draws nothing.
+    pub fn forward_layers(&self, x: &DptBatch, kept: &[bool]) -> Result<Tensor> {
         match &self.kind {
             DptKind::Vector(m) => match self.grid {
-                Some(g) => m.forward_dpt(
+                Some(g) => m.forward_dpt_layers(
                     &grid_one_hot(&x.query, g),
                     &grid_one_hot(&x.states, g),
                     &x.actions,
                     &x.rewards,
                     &grid_one_hot(&x.next_states, g),
-                    train,
+                    kept,
                 ),
-                None => m.forward_dpt(
+                None => m.forward_dpt_layers(
                     &x.query,
                     &x.states,
                     &x.actions,
                     &x.rewards,
                     &x.next_states,
-                    train,
+                    kept,
                 ),
             },
-            DptKind::Image(m) => m.forward(x, train),
+            DptKind::Image(m) => m.forward_layers(x, kept),
         }
     }
 }

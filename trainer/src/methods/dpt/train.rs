@@ -5,15 +5,17 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
 use tch::Kind;
 
 use crate::config::DptConfig;
 use crate::data::{self, RecordView};
 use crate::optim::{warmup_cosine, Adam};
+use crate::replicas::Replicas;
 use crate::run::logging::Logger;
 use crate::run::{self, seeds, BadUpdateGuard, Run, Snapshot};
 
-use super::model::{dpt_loss, new_model, HostBatch};
+use super::model::{dpt_loss, new_model, DptBatch, DptNet, HostBatch};
 use super::offline::offline;
 use super::policy::evaluate_online;
 
@@ -29,13 +31,102 @@ pub struct TrainState {
 /// The salt of DPT's batch seeds ([`seeds::iteration_seed`]).
 const STEP_SALT: u64 = 0xD9_7000_0000;
 
+/// What one step's forward and backward measured.
+#[derive(Debug, Clone, Copy)]
+pub struct DptStep {
+    /// DPT's loss: the mean cross-entropy over every position of every example (non-finite:
+    /// nothing was backpropagated).
+    pub loss: f64,
+    /// Examples whose last position's most likely action is the label.
+    pub correct_last: f64,
+}
+
+/// DPT's loss on `batch` backpropagated into `model`'s gradients (zero them first), from one
+/// forward, or split over data-parallel `replicas` of `model`: each shard of the batch's
+/// examples backpropagates its mean loss times its share of the examples on its own copy,
+/// and the summed gradients go into `model`'s (`runtime.update_replicas`; the same gradient
+/// up to float summation order, one depth-dropout draw shared by every shard). When the loss
+/// is not finite nothing reaches `model`'s gradients.
+pub fn dpt_backward(
+    model: &DptNet,
+    replicas: Option<&mut Replicas<DptNet>>,
+    batch: &DptBatch,
+) -> Result<DptStep> {
+    let kept = model.draw_layers(true);
+    let shard = |model: &DptNet, part: &DptBatch, share: f64| -> Result<DptStep> {
+        let logits = model.forward_layers(part, &kept)?;
+        let loss = dpt_loss(&logits, &part.labels);
+        let value = loss.double_value(&[]);
+        if value.is_finite() {
+            (loss * share).backward();
+        }
+        let _guard = tch::no_grad_guard();
+        let last = logits.select(1, logits.size()[1] - 1).argmax(-1, false);
+        let correct = last
+            .eq_tensor(&part.labels)
+            .to_kind(Kind::Float)
+            .sum(Kind::Float)
+            .double_value(&[]);
+        Ok(DptStep {
+            loss: share * value,
+            correct_last: correct,
+        })
+    };
+    let Some(replicas) = replicas else {
+        return shard(model, batch, 1.0);
+    };
+    let n = batch.labels.size()[0];
+    let shards = (n as usize).min(replicas.len()) as i64;
+    let mut jobs = Vec::with_capacity(shards as usize);
+    let mut start = 0;
+    for s in 0..shards {
+        let len = n / shards + i64::from(s < n % shards);
+        jobs.push((batch.rows(start, len), len as f64 / n as f64));
+        start += len;
+    }
+    let parts = replicas.run(jobs, |m, (part, share)| shard(m, &part, share))?;
+    let loss: f64 = parts.iter().map(|p| p.loss).sum();
+    if loss.is_finite() {
+        replicas.add_grads_to_master(shards as usize);
+    }
+    Ok(DptStep {
+        loss,
+        correct_last: parts.iter().map(|p| p.correct_last).sum(),
+    })
+}
+
 /// Trains DPT as configured in `run.config` with `dpt`.
 pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
     let cfg = run.config.clone();
     let device = run.device;
     let dataset = data::ensure(&cfg.env, &dpt.data, &run::dir::runs_dir(&run.dir))?;
+    // Data-parallel replicas of the step (`runtime.update_replicas`, a CPU lever): built
+    // before the seed is set, so nothing the run draws depends on this setting.
+    let wanted = if device == tch::Device::Cpu {
+        cfg.runtime.update_replicas.min(dpt.batch_size)
+    } else {
+        1
+    };
+    let mut replicas = match wanted {
+        0 | 1 => None,
+        n => {
+            let (vs, _) = new_model(&cfg, dpt, device)?;
+            Some(Replicas::new(&vs, n, |vs: &mut VarStore| {
+                DptNet::new(
+                    &vs.root(),
+                    &cfg.model,
+                    &cfg.env,
+                    dpt.data.context_len,
+                    dpt.state_encoding,
+                )
+            })?)
+        }
+    };
     tch::manual_seed(cfg.init_seed() as i64);
     let (mut vs, model) = new_model(&cfg, dpt, device)?;
+    if let Some(r) = replicas.as_mut() {
+        r.follow(&vs)?;
+    }
     let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-8, dpt.weight_decay);
     let mut state = TrainState::default();
     if let Some((saved, _)) = run.restore(&mut vs, &mut opt)? {
@@ -51,9 +142,12 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
     let (mut loss_sum, mut acc_sum, mut n_sum) = (0.0, 0.0, 0u64);
     let mut window_start = std::time::Instant::now();
     let mut window_steps = 0u64;
+    // Seconds spent drawing batches and in the optimiser step (`icrl bench train` sums them).
+    let (mut batch_secs, mut step_secs) = (0.0, 0.0);
 
     while state.steps < dpt.steps {
         // --- one optimiser step on a batch drawn with a generator seeded by (seed, step) ---
+        let t0 = std::time::Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(seeds::iteration_seed(
             cfg.init_seed(),
             STEP_SALT,
@@ -64,8 +158,7 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
             .collect::<Result<_>>()?;
         let host = HostBatch::from_records(&views, dpt.shuffle_context.then_some(&mut rng));
         let batch = host.to_tensors(image, device);
-        let logits = model.forward(&batch, true)?;
-        let loss = dpt_loss(&logits, &batch.labels);
+        let t1 = std::time::Instant::now();
         let lr = warmup_cosine(
             state.steps,
             dpt.lr,
@@ -74,17 +167,17 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
             dpt.steps,
             dpt.final_lr,
         );
-        let value = opt.minimise(&loss, dpt.max_grad_norm, lr);
+        opt.zero_grad();
+        let step = dpt_backward(&model, replicas.as_mut(), &batch)?;
+        let value = step.loss.is_finite().then(|| {
+            opt.clip_grad_norm(dpt.max_grad_norm);
+            opt.step(lr);
+            step.loss
+        });
+        batch_secs += (t1 - t0).as_secs_f64();
+        step_secs += t1.elapsed().as_secs_f64();
         if let Some(value) = value {
-            let _guard = tch::no_grad_guard();
-            let last = logits
-                .select(1, dpt.data.context_len as i64)
-                .argmax(-1, false);
-            acc_sum += last
-                .eq_tensor(&batch.labels)
-                .to_kind(Kind::Float)
-                .mean(Kind::Float)
-                .double_value(&[]);
+            acc_sum += step.correct_last / dpt.batch_size as f64;
             loss_sum += value;
             n_sum += 1;
         }
@@ -128,7 +221,10 @@ pub fn train(run: &mut Run, dpt: &DptConfig) -> Result<()> {
                 state.steps,
                 window_steps as f64 * tokens_per_step / secs,
             )?;
+            logger.scalar("perf/batch_seconds", state.steps, batch_secs)?;
+            logger.scalar("perf/step_seconds", state.steps, step_secs)?;
             (loss_sum, acc_sum, n_sum, window_steps) = (0.0, 0.0, 0, 0);
+            (batch_secs, step_secs) = (0.0, 0.0);
             window_start = std::time::Instant::now();
         }
         if dpt.offline_eval_every > 0 && state.steps % dpt.offline_eval_every == 0 && !done {

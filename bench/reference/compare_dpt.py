@@ -1,0 +1,113 @@
+"""Side-by-side DPT training speed: `icrl bench train` on a DPT config vs the official DPT code.
+
+Every round runs, each as a fresh process and in an order that rotates from round to round:
+the official code's model and training step (`dpt_official.py`, which imports `net.py` from
+a clone of the official repository) at each thread count, and `icrl bench train --config
+CONFIG` at each thread count and with `runtime.update_replicas` = the thread count (one
+libtorch thread per replica). Every round is printed, then per setting the median
+tokens/s, and the median over rounds of each icrl setting's ratio to the official code at
+the same number of cores, and to the official code's fastest thread count of that round.
+`make bench-compare-dpt` runs it.
+
+The sizes (default: configs/darkroom_dpt.ron's) are passed to the reference; every icrl run's
+JSON must report the same batch, tokens per example, layers and width, or the script stops.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def last_json(text, what):
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    sys.exit(f"{what}: no JSON line in its output:\n{text}")
+
+
+def run(cmd, threads, what, extra_env=None):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
+    env.update(extra_env or {})
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"{what} failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
+    return last_json(p.stdout, what)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--icrl", default="target/release/icrl")
+    p.add_argument("--python", default=sys.executable)
+    p.add_argument("--repo", required=True, help="a clone of the official DPT repository")
+    p.add_argument("--pythonpath", default="", help="where transformers 4.5.1 is installed")
+    p.add_argument("--config", default="configs/darkroom_dpt.ron")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    p.add_argument("--steps", type=int, default=200, help="timed optimiser steps per run")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--horizon", type=int, default=100, help="context transitions")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--embd", type=int, default=64)
+    p.add_argument("--head", type=int, default=4)
+    a = p.parse_args()
+    threads = [int(t) for t in a.threads.split(",")]
+
+    # The model and batch sizes of darkroom_dpt.ron; each run's JSON is checked against them.
+    sizes = {"batch": a.batch, "horizon": a.horizon, "layers": a.layers, "embd": a.embd,
+             "head": a.head}
+    ref = [a.python, os.path.join(HERE, "dpt_official.py"), "--repo", a.repo,
+           "--steps", str(a.steps)]
+    for k, v in sizes.items():
+        ref += [f"--{k}", str(v)]
+    rust = [a.icrl, "bench", "train", "--config", a.config, "--steps", str(a.steps)]
+    settings = []
+    for t in threads:
+        settings.append((f"official t{t}", t, ref + ["--threads", str(t)], "ref"))
+    for t in threads:
+        settings.append((f"icrl t{t}", t, rust + ["--set", f"runtime.torch_threads={t}"], "rust"))
+        if t > 1:
+            settings.append((f"icrl r{t}", t, rust + [
+                "--set", "runtime.torch_threads=1", "--set", f"runtime.update_replicas={t}"], "rust"))
+    print(f"# DPT training tokens/s, sizes {sizes}, {a.steps} steps per run")
+    print(f"# official: OMP_NUM_THREADS=T {' '.join(ref)} --threads T")
+    print(f"# icrl:     OMP_NUM_THREADS=T {' '.join(rust)} --set runtime.torch_threads=T "
+          "(rT: torch_threads=1, update_replicas=T)")
+    extra = {"PYTHONPATH": a.pythonpath} if a.pythonpath else {}
+    results = {name: [] for name, *_ in settings}
+    best_ref = []
+    for r in range(a.rounds):
+        order = settings[r % len(settings):] + settings[:r % len(settings)]
+        row = {}
+        for name, t, cmd, kind in order:
+            out = run(cmd, t, name, extra if kind == "ref" else None)
+            got = (out["batch"], out["tokens_per_example"], out["layers"],
+                   out.get("d_model", out.get("embd")))
+            want = (a.batch, a.horizon + 1, a.layers, a.embd)
+            if got != want:
+                sys.exit(f"{name}: sizes {got} (batch, tokens, layers, width), expected {want}")
+            row[name] = out["train_tokens_per_s"]
+            results[name].append(row[name])
+        best_ref.append(max(row[f"official t{t}"] for t in threads))
+        print(f"round {r + 1}: " + ", ".join(f"{n} {row[n]:.0f}" for n, *_ in settings))
+    print("\nmedians (tokens/s):")
+    for name, *_ in settings:
+        print(f"  {name:<12} {statistics.median(results[name]):10.0f}")
+    print("median ratio over rounds, icrl / official:")
+    for name, t, _, kind in settings:
+        if kind != "rust":
+            continue
+        same = [x / y for x, y in zip(results[name], results[f"official t{t}"])]
+        best = [x / y for x, y in zip(results[name], best_ref)]
+        print(f"  {name:<12} vs official t{t}: {statistics.median(same):.2f} "
+              f"(rounds {', '.join(f'{v:.2f}' for v in same)}); "
+              f"vs the official code's fastest: {statistics.median(best):.2f}")
+
+
+if __name__ == "__main__":
+    main()
