@@ -238,6 +238,11 @@ pub enum BenchCommand {
         /// Timed training iterations.
         #[arg(long, default_value_t = 2)]
         iters: usize,
+        /// Data-parallel replicas for the training step on CPU (as `runtime.update_replicas`):
+        /// the batch split into this many shards, each on its own model copy in its own thread
+        /// with one libtorch thread, gradients summed into the master.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
         /// Timed decode steps.
         #[arg(long, default_value_t = 64)]
         decode_steps: usize,
@@ -536,6 +541,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             batch,
             device,
             iters,
+            replicas,
             decode_steps,
             dtype,
             decode_batch,
@@ -582,6 +588,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 device,
                 dtype,
                 train_iters: iters,
+                train_replicas: replicas,
                 decode_steps,
                 decode_batch,
                 peak_tflops,

@@ -7,6 +7,7 @@ use crate::cache::KvCache;
 use crate::config::{DType, ModelConfig, ObsSpec, PosEncoding, Sink, SinkInit};
 use crate::fused_decode::FusedDecoder;
 use crate::memory_plan::ModelMemory;
+use crate::replicas::Replicas;
 use crate::tokens::StepInputs;
 use crate::transformer::{causal_attention, SinkKv};
 use crate::ActorCritic;
@@ -44,6 +45,9 @@ pub struct BenchModelOptions {
     pub train_warmup: usize,
     /// Timed training iterations (0 skips training).
     pub train_iters: usize,
+    /// Data-parallel replicas of the training step on CPU ([`Replicas`]; 1 = one forward
+    /// over the batch with libtorch's threads).
+    pub train_replicas: usize,
     /// Timed decode steps (one token per env each; 0 skips decoding).
     pub decode_steps: usize,
     /// Env slots when decoding (default: `batch`).
@@ -73,6 +77,7 @@ impl Default for BenchModelOptions {
             },
             train_warmup: 1,
             train_iters: 2,
+            train_replicas: 1,
             decode_steps: 64,
             decode_batch: None,
             peak_tflops: None,
@@ -307,9 +312,45 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
     let mut train_seconds_per_iter = None;
     if opts.train_iters > 0 {
         let x = bench_inputs(b, n, &spec, device);
-        let train_step = || -> Result<()> {
-            let (logits, value) = model.forward(&x, true)?;
-            (logits.mean(Kind::Float) + value.mean(Kind::Float)).backward();
+        // With replicas, each shard backpropagates its mean loss times its share of the batch
+        // on its own copy, and the gradients are summed into the master's: the same gradient.
+        let shards = match opts.train_replicas.min(opts.batch) {
+            r if r > 1 && device == Device::Cpu => r,
+            _ => 1,
+        };
+        let mut replicas = if shards > 1 {
+            let build = |vs: &mut nn::VarStore| -> Result<ActorCritic> {
+                let model = ActorCritic::new(&vs.root(), &cfg, &spec)?;
+                if dtype == DType::Bf16 {
+                    vs.set_kind(Kind::BFloat16);
+                }
+                Ok(model)
+            };
+            Some(Replicas::new(&vs, shards, build)?)
+        } else {
+            None
+        };
+        report["train_replicas"] = json!(shards);
+        let loss = |model: &ActorCritic, x: &StepInputs, share: f64| -> Result<()> {
+            let (logits, value) = model.forward(x, true)?;
+            ((logits.mean(Kind::Float) + value.mean(Kind::Float)) * share).backward();
+            Ok(())
+        };
+        let mut train_step = || -> Result<()> {
+            match replicas.as_mut() {
+                None => loss(&model, &x, 1.0)?,
+                Some(r) => {
+                    let mut jobs = Vec::with_capacity(shards);
+                    let mut start = 0;
+                    for s in 0..shards as i64 {
+                        let len = b / shards as i64 + i64::from(s < b % shards as i64);
+                        jobs.push((x.narrow_rows(start, len), len as f64 / b as f64));
+                        start += len;
+                    }
+                    r.run(jobs, |m, (part, share)| loss(m, &part, share))?;
+                    r.add_grads_to_master(shards);
+                }
+            }
             for mut v in vs.trainable_variables() {
                 v.zero_grad();
             }
@@ -490,4 +531,35 @@ fn attention_benchmark(
             json!((cfg.layers as f64 * t_both / step).min(1.0));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(batch: usize, replicas: usize) -> serde_json::Value {
+        bench_model(&BenchModelOptions {
+            layers: 1,
+            d_model: 16,
+            heads: 2,
+            context: 12,
+            batch,
+            train_iters: 1,
+            train_replicas: replicas,
+            decode_steps: 0,
+            attention_iters: 0,
+            ..BenchModelOptions::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_training_bench_runs_on_replicas_at_most_one_per_sequence() {
+        for (batch, replicas, used) in [(3, 2, 2), (2, 4, 2), (1, 3, 1), (3, 1, 1)] {
+            let report = tiny(batch, replicas);
+            assert_eq!(report["train_replicas"], json!(used), "{report}");
+            let rate = report["train_tokens_per_s"].as_f64().unwrap();
+            assert!(rate.is_finite() && rate > 0.0, "{report}");
+        }
+    }
 }

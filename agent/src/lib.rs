@@ -51,6 +51,7 @@ pub mod cuda_memory;
 mod fused_decode;
 mod gru;
 pub mod memory_plan;
+pub mod replicas;
 mod sequence;
 mod tokens;
 mod transformer;
@@ -61,6 +62,7 @@ pub use cache::KvCache;
 pub use config::{DType, ModelConfig, ObsSpec, PosEncoding, Sink, SinkInit};
 pub use fused_decode::FusedDecoder;
 pub use gru::GruPolicy;
+pub use replicas::Replicas;
 pub use sequence::SequenceModel;
 pub use tokens::{ImageCnn, StepInputs, TokenEncoder};
 pub use transformer::{

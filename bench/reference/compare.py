@@ -9,7 +9,9 @@ knobs (ROUNDS, THREADS, WORK, CONTEXT, BATCH).
 The Rust keys compared (all from one `icrl bench model` JSON line):
   decode: fused_decode_env_steps_per_s (the fused Rust decode path) and decode_env_steps_per_s
           (libtorch); the reference reports decode_env_steps_per_s.
-  train:  train_tokens_per_s on both sides.
+  train:  train_tokens_per_s on both sides; at more than one thread also `icrl bench model
+          --replicas T` (T data-parallel model copies, one libtorch thread each, the batch
+          split between them: `runtime.update_replicas`), shown as icrl-replicas.
 """
 
 import argparse
@@ -68,19 +70,27 @@ def main():
     print(f"# {a.work}, context {a.context}, batch {batch}, heads {a.heads}, {unit}")
     print(f"# rust:    OMP_NUM_THREADS=T {' '.join(rust_cmd)}")
     print(f"# pytorch: OMP_NUM_THREADS=T {' '.join(py_cmd)} --threads T")
-    results = {t: {"pytorch": [], **{name: [] for name, _ in keys}} for t in threads}
+    def keys_at(t):
+        if decode or t == 1:
+            return keys
+        return keys + [("replicas", "train_tokens_per_s")]
+
+    results = {t: {"pytorch": [], **{name: [] for name, _ in keys_at(t)}} for t in threads}
     for r in range(a.rounds):
         for t in threads:
             jobs = [("rust", rust_cmd), ("pytorch", py_cmd + ["--threads", str(t)])]
+            if not decode and t > 1:
+                jobs.append(("rust-replicas", rust_cmd + ["--replicas", str(t)]))
             if r % 2 == 1:
                 jobs.reverse()
             out = {name: run(cmd, t, name) for name, cmd in jobs}
             results[t]["pytorch"].append(out["pytorch"][ref_key])
             cells = [f"pytorch {out['pytorch'][ref_key]:10.0f}"]
-            for name, key in keys:
-                v = out["rust"].get(key)
+            for name, key in keys_at(t):
+                src = "rust-replicas" if name == "replicas" else "rust"
+                v = out[src].get(key)
                 if v is None:
-                    sys.exit(f"icrl bench model printed no {key}: {out['rust']}")
+                    sys.exit(f"icrl bench model printed no {key}: {out[src]}")
                 results[t][name].append(v)
                 cells.append(f"icrl-{name} {v:10.0f} ({v / out['pytorch'][ref_key]:5.2f}x)")
             print(f"round {r + 1} threads {t}: " + "  ".join(cells), flush=True)
@@ -88,7 +98,7 @@ def main():
     for t in threads:
         ref = results[t]["pytorch"]
         cells = [f"pytorch {statistics.median(ref):10.0f}"]
-        for name, _ in keys:
+        for name, _ in keys_at(t):
             xs = results[t][name]
             ratios = [x / y for x, y in zip(xs, ref)]
             cells.append(

@@ -19,7 +19,7 @@ use trainer::methods::dpt::{DptBatch, DptNet};
 use trainer::methods::relic::{ppo_update, UpdatePlan};
 use trainer::optim::Adam;
 use trainer::ppo_math::{Boundaries, PpoLoss, PpoLossConfig};
-use trainer::replicas::{PpoMinibatch, Replicas};
+use trainer::replicas::{ppo_backward, PpoMinibatch, Replicas};
 
 static GENERATOR: Mutex<()> = Mutex::new(());
 
@@ -167,7 +167,7 @@ fn a_minibatch_gradient_on_replicas_equals_the_serial_gradient() {
             let mut r = Replicas::new(&s.vs, replicas, build(&s.cfg)).unwrap();
             zero_grads(&s.vs);
             tch::manual_seed(seed);
-            let split = r.ppo_backward(&s.model, &mb, &cfg, 1.0).unwrap();
+            let split = ppo_backward(&mut r, &s.model, &mb, &cfg, 1.0).unwrap();
             let split_grads = grads(&s.vs);
 
             let d = max_relative_diff(&serial_grads, &split_grads);
@@ -204,7 +204,7 @@ fn a_non_finite_shard_leaves_the_master_gradient_alone() {
     let _ = mb.old_logprob.narrow(0, 3, 1).fill_(f64::NAN);
     zero_grads(&s.vs);
     let mut r = Replicas::new(&s.vs, 2, build(&s.cfg)).unwrap();
-    let loss = r.ppo_backward(&s.model, &mb, &cfg, 1.0).unwrap();
+    let loss = ppo_backward(&mut r, &s.model, &mb, &cfg, 1.0).unwrap();
     assert!(!loss.total.double_value(&[]).is_finite());
     for (name, g) in grads(&s.vs) {
         assert_eq!(g.abs().max().double_value(&[]), 0.0, "{name}");

@@ -49,7 +49,7 @@ use crate::eval;
 use crate::methods::TrainingMethod;
 use crate::optim::{warmup_cosine, Adam};
 use crate::ppo_math::{self, Boundaries, PpoLossConfig};
-use crate::replicas::{PpoMinibatch, Replicas};
+use crate::replicas::{ppo_backward, PpoMinibatch, Replicas};
 use crate::run::checkpoint::{self, Checkpoint};
 use crate::run::logging::{self, Logger};
 use crate::run::{self, seeds, Run, Snapshot};
@@ -435,7 +435,7 @@ pub fn ppo_update(
             let accum = ppo.grad_accum as f64;
             let loss = match replicas.as_deref_mut() {
                 None => minibatch.backward(model, &loss_cfg, accum)?,
-                Some(replicas) => replicas.ppo_backward(model, &minibatch, &loss_cfg, accum)?,
+                Some(replicas) => ppo_backward(replicas, model, &minibatch, &loss_cfg, accum)?,
             };
             m.minibatches += 1;
             if !loss.total.double_value(&[]).is_finite() {
