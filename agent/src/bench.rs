@@ -340,13 +340,11 @@ pub fn bench_model(opts: &BenchModelOptions) -> Result<serde_json::Value> {
             match replicas.as_mut() {
                 None => loss(&model, &x, 1.0)?,
                 Some(r) => {
-                    let mut jobs = Vec::with_capacity(shards);
-                    let mut start = 0;
-                    for s in 0..shards as i64 {
-                        let len = b / shards as i64 + i64::from(s < b % shards as i64);
-                        jobs.push((x.narrow_rows(start, len), len as f64 / b as f64));
-                        start += len;
-                    }
+                    let jobs: Vec<_> = r
+                        .shards(b)
+                        .into_iter()
+                        .map(|(start, len)| (x.narrow_rows(start, len), len as f64 / b as f64))
+                        .collect();
                     r.run(jobs, |m, (part, share)| loss(m, &part, share))?;
                     r.add_grads_to_master(shards);
                 }

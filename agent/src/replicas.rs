@@ -113,6 +113,20 @@ impl<M: Send> Replicas<M> {
         Ok(())
     }
 
+    /// How a batch of `n` rows is split: `(start, len)` of each shard, at most one shard per
+    /// replica and per row, the first `n % shards` shards one row longer.
+    pub fn shards(&self, n: i64) -> Vec<(i64, i64)> {
+        let shards = n.clamp(1, self.replicas.len() as i64);
+        let mut start = 0;
+        (0..shards)
+            .map(|s| {
+                let len = n / shards + i64::from(s < n % shards);
+                start += len;
+                (start - len, len)
+            })
+            .collect()
+    }
+
     /// The number of replicas.
     pub fn len(&self) -> usize {
         self.replicas.len()

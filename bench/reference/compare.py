@@ -32,8 +32,9 @@ def last_json(text, what):
     sys.exit(f"{what}: no JSON line in its output:\n{text}")
 
 
-def run(cmd, threads, what):
+def run(cmd, threads, what, extra_env=None):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
+    env.update(extra_env or {})
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"{what} failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")

@@ -14,30 +14,13 @@ JSON must report the same batch, tokens per example, layers and width, or the sc
 """
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 
+from compare import run
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def last_json(text, what):
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            return json.loads(line)
-    sys.exit(f"{what}: no JSON line in its output:\n{text}")
-
-
-def run(cmd, threads, what, extra_env=None):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
-    env.update(extra_env or {})
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"{what} failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
-    return last_json(p.stdout, what)
 
 
 def main():

@@ -37,12 +37,7 @@ pub fn bench_train(
         ),
     };
     config.eval.every_steps = 0;
-    config.eval.max_tasks = Some(1);
-    config.eval.trials_per_task = 1;
-    config.eval.episodes_per_trial = 1;
-    config.checkpoint.every_updates = 0;
-    config.logging.tensorboard = false;
-    config.logging.progress = false;
+    quiet(&mut config);
     let out = std::env::temp_dir().join(format!("icrl-bench-train-{}", std::process::id()));
     let result = (|| -> Result<serde_json::Value> {
         let mut run = Run::start(config.clone(), &out, device)?;
@@ -92,6 +87,16 @@ pub fn bench_train(
     result
 }
 
+/// A benchmark run: a one-episode final evaluation, no checkpoints, no event files, no bar.
+fn quiet(config: &mut Config) {
+    config.eval.max_tasks = Some(1);
+    config.eval.trials_per_task = 1;
+    config.eval.episodes_per_trial = 1;
+    config.checkpoint.every_updates = 0;
+    config.logging.tensorboard = false;
+    config.logging.progress = false;
+}
+
 /// `bench_train` for a DPT config: `steps` optimiser steps.
 fn bench_dpt(mut config: Config, steps: u64, device: Option<&str>) -> Result<serde_json::Value> {
     let Method::Dpt(dpt) = &mut config.method else {
@@ -101,12 +106,7 @@ fn bench_dpt(mut config: Config, steps: u64, device: Option<&str>) -> Result<ser
     dpt.offline_eval_every = 0;
     dpt.offline_contexts_per_task = 1;
     let (batch, context_len) = (dpt.batch_size, dpt.data.context_len);
-    config.eval.max_tasks = Some(1);
-    config.eval.trials_per_task = 1;
-    config.eval.episodes_per_trial = 1;
-    config.checkpoint.every_updates = 0;
-    config.logging.tensorboard = false;
-    config.logging.progress = false;
+    quiet(&mut config);
     // The dataset stays for the next bench; the run folder goes.
     let runs = std::env::temp_dir().join("icrl-bench-train-data");
     let mut run = Run::start(config.clone(), &runs, device)?;

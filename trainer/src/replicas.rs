@@ -118,16 +118,16 @@ pub fn ppo_backward(
         ..*cfg
     };
     let n = minibatch.actions.size()[0];
-    let shards = (n as usize).min(replicas.len()) as i64;
-    let mut jobs = Vec::with_capacity(shards as usize);
-    let mut start = 0;
-    for s in 0..shards {
-        let len = n / shards + i64::from(s < n % shards);
-        let mut part = minibatch.rows(start, len);
-        part.advantages = advantages.narrow(0, start, len);
-        jobs.push((part, len as f64 / n as f64));
-        start += len;
-    }
+    let jobs: Vec<_> = replicas
+        .shards(n)
+        .into_iter()
+        .map(|(start, len)| {
+            let mut part = minibatch.rows(start, len);
+            part.advantages = advantages.narrow(0, start, len);
+            (part, len as f64 / n as f64)
+        })
+        .collect();
+    let shards = jobs.len();
     let kept = &kept;
     let losses = replicas.run(jobs, |model, (part, share)| {
         let (logits, values) = model.forward_layers(&part.inputs, kept)?;
@@ -148,7 +148,7 @@ pub fn ppo_backward(
     let sum = |k: usize| losses.iter().map(|l| l[k]).sum::<f64>();
     let total = sum(0);
     if losses.iter().all(|l| l[0].is_finite()) {
-        replicas.add_grads_to_master(shards as usize);
+        replicas.add_grads_to_master(shards);
     }
     Ok(PpoLoss {
         total: Tensor::from(total).to_kind(Kind::Double),

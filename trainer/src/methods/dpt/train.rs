@@ -76,18 +76,16 @@ pub fn dpt_backward(
         return shard(model, batch, 1.0);
     };
     let n = batch.labels.size()[0];
-    let shards = (n as usize).min(replicas.len()) as i64;
-    let mut jobs = Vec::with_capacity(shards as usize);
-    let mut start = 0;
-    for s in 0..shards {
-        let len = n / shards + i64::from(s < n % shards);
-        jobs.push((batch.rows(start, len), len as f64 / n as f64));
-        start += len;
-    }
+    let jobs: Vec<_> = replicas
+        .shards(n)
+        .into_iter()
+        .map(|(start, len)| (batch.rows(start, len), len as f64 / n as f64))
+        .collect();
+    let shards = jobs.len();
     let parts = replicas.run(jobs, |m, (part, share)| shard(m, &part, share))?;
     let loss: f64 = parts.iter().map(|p| p.loss).sum();
     if loss.is_finite() {
-        replicas.add_grads_to_master(shards as usize);
+        replicas.add_grads_to_master(shards);
     }
     Ok(DptStep {
         loss,
