@@ -2,8 +2,44 @@ include!("../build_support/link_libtorch.rs");
 
 fn main() {
     link_libtorch();
+    build_fused_ops();
     #[cfg(feature = "cuda")]
     build_cuda_memory_shim();
+}
+
+/// The libtorch folder (with `include/` and `lib/`) that torch-sys links.
+fn libtorch_root() -> std::path::PathBuf {
+    let lib = std::path::PathBuf::from(
+        std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys sets DEP_TCH_LIBTORCH_LIB"),
+    );
+    let lib = lib.canonicalize().unwrap_or(lib);
+    lib.parent()
+        .expect("libtorch lib folder has a parent")
+        .to_path_buf()
+}
+
+/// A C++ build against libtorch's headers with the flags torch-sys uses for its own wrapper.
+fn libtorch_cpp_build(torch: &std::path::Path) -> cc::Build {
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .include(torch.join("include"))
+        .include(torch.join("include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .warnings(false);
+    build
+}
+
+/// Compiles csrc/fused_ops.cpp (fused CPU kernels as libtorch autograd functions), optimised
+/// even in debug builds: the tests run them over real activations.
+fn build_fused_ops() {
+    println!("cargo:rerun-if-changed=csrc/fused_ops.cpp");
+    libtorch_cpp_build(&libtorch_root())
+        .file("csrc/fused_ops.cpp")
+        .opt_level(3)
+        .compile("icrl_fused_ops");
 }
 
 /// Compiles csrc/cuda_memory.cpp (the CUDA caching allocator's statistics, which libtorch
@@ -17,14 +53,7 @@ fn build_cuda_memory_shim() {
     println!("cargo:rerun-if-changed=csrc/cuda_memory.cpp");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-env-changed=CUDA_PATH");
-    let lib = PathBuf::from(
-        std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys sets DEP_TCH_LIBTORCH_LIB"),
-    );
-    let lib = lib.canonicalize().unwrap_or(lib);
-    let torch = lib
-        .parent()
-        .expect("libtorch lib folder has a parent")
-        .to_path_buf();
+    let torch = libtorch_root();
     let mut cuda_include: Vec<PathBuf> = Vec::new();
     if let Some(site) = torch.parent() {
         cuda_include.extend(
@@ -49,20 +78,10 @@ fn build_cuda_memory_shim() {
         .parent()
         .map(|site| site.join("triton/backends/nvidia/include"))
         .filter(|d| d.join("crt/host_config.h").exists() && !cuda_include.join("crt").exists());
-    let mut build = cc::Build::new();
-    build
-        .cpp(true)
-        .file("csrc/cuda_memory.cpp")
-        .include(torch.join("include"))
-        .include(torch.join("include/torch/csrc/api/include"))
-        .include(&cuda_include);
+    let mut build = libtorch_cpp_build(&torch);
+    build.file("csrc/cuda_memory.cpp").include(&cuda_include);
     if let Some(crt) = crt {
         build.include(crt);
     }
-    build
-        .flag("-std=c++17")
-        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .warnings(false)
-        .compile("icrl_cuda_memory");
+    build.compile("icrl_cuda_memory");
 }

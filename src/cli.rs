@@ -270,6 +270,10 @@ pub enum BenchCommand {
         /// With --plan: device sizes to check, e.g. 24GiB,40GiB (default 24, 40, 80, 141 GiB).
         #[arg(long, value_delimiter = ',', requires = "plan")]
         device_memory: Vec<String>,
+        /// fused (the default: one-pass CPU kernels, e.g. RMSNorm, see agent::fused_ops) or
+        /// composite (libtorch's ops only), to measure the two side by side.
+        #[arg(long, default_value = "fused")]
+        kernels: String,
     },
     /// End-to-end env steps/s of a ReLIC config, split into sampling (inference, env), PPO
     /// update and KV-cache refresh (no checkpoints, a one-episode final evaluation); for a
@@ -288,6 +292,10 @@ pub enum BenchCommand {
         /// cpu, cuda or cuda:N (default: the config's runtime device).
         #[arg(long)]
         device: Option<String>,
+        /// fused (the default: one-pass CPU kernels, e.g. RMSNorm, see agent::fused_ops) or
+        /// composite (libtorch's ops only), to measure the two side by side.
+        #[arg(long, default_value = "fused")]
+        kernels: String,
     },
 }
 
@@ -339,6 +347,20 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     } else {
         1
     }
+}
+
+/// `--kernels fused|composite` of the model and training benches.
+fn set_kernels(kernels: &str) -> anyhow::Result<()> {
+    match kernels {
+        "fused" => agent::fused_ops::set_enabled(true),
+        "composite" => agent::fused_ops::set_enabled(false),
+        other => {
+            return Err(
+                UsageError(format!("--kernels {other}: expected fused or composite")).into(),
+            )
+        }
+    }
+    Ok(())
 }
 
 fn print_json(value: &serde_json::Value) {
@@ -524,13 +546,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             steps,
             set,
             device,
+            kernels,
         }) => {
             let config: trainer::Config = config::load(&path, &set)?;
-            print_json(&trainer::bench_train::bench_train(
-                config,
-                steps,
-                device.as_deref(),
-            )?);
+            set_kernels(&kernels)?;
+            let mut result = trainer::bench_train::bench_train(config, steps, device.as_deref())?;
+            result["kernels"] = kernels.into();
+            print_json(&result);
             Ok(())
         }
         Command::Bench(BenchCommand::Model {
@@ -550,6 +572,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             plan,
             set,
             device_memory,
+            kernels,
         }) => {
             if let Some(path) = plan {
                 let config: trainer::Config = config::load(&path, &set)?;
@@ -595,7 +618,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 attention_iters,
                 ..agent::BenchModelOptions::default()
             };
-            print_json(&agent::bench_model(&opts)?);
+            set_kernels(&kernels)?;
+            let mut result = agent::bench_model(&opts)?;
+            result["kernels"] = kernels.into();
+            print_json(&result);
             Ok(())
         }
     }

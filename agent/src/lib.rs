@@ -49,6 +49,7 @@ mod cache;
 mod config;
 pub mod cuda_memory;
 mod fused_decode;
+pub mod fused_ops;
 mod gru;
 pub mod memory_plan;
 pub mod replicas;
@@ -66,6 +67,6 @@ pub use replicas::Replicas;
 pub use sequence::SequenceModel;
 pub use tokens::{ImageCnn, StepInputs, TokenEncoder};
 pub use transformer::{
-    attention_probabilities, causal_attention, Attention, Block, LayerAttention, Mlp, RmsNorm,
-    Rotary, SinkKv, Transformer,
+    attention_probabilities, causal_attention, rms_norm_composite, Attention, Block,
+    LayerAttention, Mlp, RmsNorm, Rotary, SinkKv, Transformer,
 };

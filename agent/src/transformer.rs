@@ -74,10 +74,18 @@ impl RmsNorm {
 
     /// `x / rms(x) * weight` over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let xf = x.to_kind(Kind::Float);
-        let inv_rms = (xf.square().mean_dim(-1, true, Kind::Float) + 1e-6).rsqrt();
-        (xf * inv_rms).to_kind(x.kind()) * self.weight.to_kind(x.kind())
+        if let Some(y) = crate::fused_ops::rms_norm(x, &self.weight, 1e-6) {
+            return y; // f32 on the CPU: one pass forward and backward (csrc/fused_ops.cpp)
+        }
+        rms_norm_composite(x, &self.weight)
     }
+}
+
+/// RMSNorm in libtorch ops (any device and dtype; statistics in f32): `x / rms(x) * weight`.
+pub fn rms_norm_composite(x: &Tensor, weight: &Tensor) -> Tensor {
+    let xf = x.to_kind(Kind::Float);
+    let inv_rms = (xf.square().mean_dim(-1, true, Kind::Float) + 1e-6).rsqrt();
+    (xf * inv_rms).to_kind(x.kind()) * weight.to_kind(x.kind())
 }
 
 /// Rotary position embedding for one call: cos/sin tables of the tokens' positions.

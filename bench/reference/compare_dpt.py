@@ -9,6 +9,11 @@ tokens/s, and the median over rounds of each icrl setting's ratio to the officia
 the same number of cores, and to the official code's fastest thread count of that round.
 `make bench-compare-dpt` runs it.
 
+icrl keeps freed memory in glibc's heap for reuse (src/main.rs sets the mmap, trim and top-pad
+thresholds); any Python process can get the same with glibc's environment tunables, so the
+official code also runs once more at the largest thread count with those same settings
+("official tT malloc") and icrl's ratio to it is printed too.
+
 The sizes (default: configs/darkroom_dpt.ron's) are passed to the reference; every icrl run's
 JSON must report the same batch, tokens per example, layers and width, or the script stops.
 """
@@ -21,6 +26,10 @@ import sys
 from compare import run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The allocator settings of icrl's main (keep_freed_memory_for_reuse), as glibc tunables.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1024 << 20),
+              "MALLOC_TOP_PAD_": str(64 << 20)}
 
 
 def main():
@@ -52,15 +61,18 @@ def main():
     settings = []
     for t in threads:
         settings.append((f"official t{t}", t, ref + ["--threads", str(t)], "ref"))
+    settings.append((f"official t{max(threads)} malloc", max(threads),
+                     ref + ["--threads", str(max(threads))], "ref_malloc"))
     for t in threads:
-        settings.append((f"icrl t{t}", t, rust + ["--set", f"runtime.torch_threads={t}"], "rust"))
+        settings.append((f"icrl t{t}", t, rust + [
+            "--set", f"runtime.torch_threads={t}", "--set", "runtime.update_replicas=1"], "rust"))
         if t > 1:
             settings.append((f"icrl r{t}", t, rust + [
                 "--set", "runtime.torch_threads=1", "--set", f"runtime.update_replicas={t}"], "rust"))
     print(f"# DPT training tokens/s, sizes {sizes}, {a.steps} steps per run")
     print(f"# official: OMP_NUM_THREADS=T {' '.join(ref)} --threads T")
     print(f"# icrl:     OMP_NUM_THREADS=T {' '.join(rust)} --set runtime.torch_threads=T "
-          "(rT: torch_threads=1, update_replicas=T)")
+          "--set runtime.update_replicas=1 (rT: torch_threads=1, update_replicas=T)")
     extra = {"PYTHONPATH": a.pythonpath} if a.pythonpath else {}
     results = {name: [] for name, *_ in settings}
     best_ref = []
@@ -68,7 +80,8 @@ def main():
         order = settings[r % len(settings):] + settings[:r % len(settings)]
         row = {}
         for name, t, cmd, kind in order:
-            out = run(cmd, t, name, extra if kind == "ref" else None)
+            env = {"ref": extra, "ref_malloc": {**extra, **MALLOC_ENV}}.get(kind)
+            out = run(cmd, t, name, env)
             got = (out["batch"], out["tokens_per_example"], out["layers"],
                    out.get("d_model", out.get("embd")))
             want = (a.batch, a.horizon + 1, a.layers, a.embd)
@@ -80,7 +93,7 @@ def main():
         print(f"round {r + 1}: " + ", ".join(f"{n} {row[n]:.0f}" for n, *_ in settings))
     print("\nmedians (tokens/s):")
     for name, *_ in settings:
-        print(f"  {name:<12} {statistics.median(results[name]):10.0f}")
+        print(f"  {name:<20} {statistics.median(results[name]):10.0f}")
     print("median ratio over rounds, icrl / official:")
     for name, t, _, kind in settings:
         if kind != "rust":
@@ -90,6 +103,11 @@ def main():
         print(f"  {name:<12} vs official t{t}: {statistics.median(same):.2f} "
               f"(rounds {', '.join(f'{v:.2f}' for v in same)}); "
               f"vs the official code's fastest: {statistics.median(best):.2f}")
+        tuned = f"official t{t} malloc"
+        if tuned in results:
+            ratios = [x / y for x, y in zip(results[name], results[tuned])]
+            print(f"  {name:<12} vs {tuned}: {statistics.median(ratios):.2f} "
+                  f"(rounds {', '.join(f'{v:.2f}' for v in ratios)})")
 
 
 if __name__ == "__main__":

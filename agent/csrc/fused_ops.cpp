@@ -1,0 +1,146 @@
+// Fused CPU kernels for the transformer's training and inference steps, as libtorch autograd
+// functions behind a C interface for `agent::fused` (Rust).
+//
+// Why: libtorch's composite RMSNorm runs five kernels forward and about ten backward, each a
+// full pass over the activations; for the tiny models of this project (width 64-256) that is
+// ~17% of a DPT training step (perf, see docs/architecture.md). One pass forward and one pass
+// backward do the same arithmetic (up to float summation order).
+//
+// Only f32 tensors on the CPU come here; the Rust side keeps the composite form for every other
+// device and dtype. The backward is not itself differentiable (no method here needs second
+// derivatives).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+thread_local std::string last_error;
+
+// Rows per parallel task: a row is D floats (64-256 here), so a task is a few hundred KiB.
+constexpr int64_t kGrain = 256;
+
+// Sum of squares with 8 independent accumulators (vectorises without -ffast-math).
+inline float sum_squares(const float* x, int64_t d) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= d; k += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += x[k + j] * x[k + j];
+  float s = 0;
+  for (; k < d; ++k) s += x[k] * x[k];
+  return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// Dot product with 8 independent accumulators.
+inline float dot(const float* a, const float* b, int64_t d) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= d; k += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[k + j] * b[k + j];
+  float s = 0;
+  for (; k < d; ++k) s += a[k] * b[k];
+  return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// RMSNorm over the last dimension: y = x * r * w, r = 1 / sqrt(mean(x^2) + eps) per row.
+struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& w,
+                            double eps) {
+    const int64_t d = x_in.size(-1);
+    const at::Tensor x = x_in.contiguous().view({-1, d});  // [N, D]
+    const at::Tensor wc = w.contiguous();                  // [D]
+    const int64_t n = x.size(0);
+    at::Tensor y = at::empty_like(x);                     // [N, D]
+    at::Tensor inv = at::empty({n}, x.options());          // [N]
+    const float* xp = x.data_ptr<float>();
+    const float* wp = wc.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    float* ip = inv.data_ptr<float>();
+    const float fd = static_cast<float>(d);
+    const float feps = static_cast<float>(eps);
+    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const float* xr = xp + row * d;
+        float* yr = yp + row * d;
+        const float r = 1.0f / std::sqrt(sum_squares(xr, d) / fd + feps);
+        ip[row] = r;
+        for (int64_t k = 0; k < d; ++k) yr[k] = (xr[k] * r) * wp[k];
+      }
+    });
+    ctx->save_for_backward({x, wc, inv});
+    return y.view(x_in.sizes());
+  }
+
+  // dx = r * (g - x * r^2 * mean(g * x)) with g = dy * w;  dw = sum over rows of dy * x * r.
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];    // [N, D]
+    const at::Tensor& w = saved[1];    // [D]
+    const at::Tensor& inv = saved[2];  // [N]
+    const int64_t n = x.size(0), d = x.size(1);
+    const at::Tensor dy = grads[0].contiguous().view({n, d});
+    at::Tensor dx = at::empty_like(x);
+    // One partial dw per task, summed in task order afterwards: the same result for the same
+    // thread count, whatever the scheduling.
+    const int64_t tasks = (n + kGrain - 1) / kGrain;
+    std::vector<float> partial(static_cast<size_t>(std::max<int64_t>(tasks, 1) * d), 0.0f);
+    const float* xp = x.data_ptr<float>();
+    const float* wp = w.data_ptr<float>();
+    const float* ip = inv.data_ptr<float>();
+    const float* gp = dy.data_ptr<float>();
+    float* dxp = dx.data_ptr<float>();
+    const float fd = static_cast<float>(d);
+    at::parallel_for(0, tasks, 1, [&](int64_t t_begin, int64_t t_end) {
+      std::vector<float> g(static_cast<size_t>(d));
+      for (int64_t t = t_begin; t < t_end; ++t) {
+        float* dw = partial.data() + t * d;
+        const int64_t row_end = std::min(n, (t + 1) * kGrain);
+        for (int64_t row = t * kGrain; row < row_end; ++row) {
+          const float* xr = xp + row * d;
+          const float* dyr = gp + row * d;
+          float* dxr = dxp + row * d;
+          const float r = ip[row];
+          for (int64_t k = 0; k < d; ++k) {
+            g[k] = dyr[k] * wp[k];
+            dw[k] += dyr[k] * (xr[k] * r);
+          }
+          const float c = r * r * dot(g.data(), xr, d) / fd;
+          for (int64_t k = 0; k < d; ++k) dxr[k] = r * (g[k] - xr[k] * c);
+        }
+      }
+    });
+    at::Tensor dw = at::zeros({d}, x.options());
+    float* dwp = dw.data_ptr<float>();
+    for (int64_t t = 0; t < tasks; ++t)
+      for (int64_t k = 0; k < d; ++k) dwp[k] += partial[t * d + k];
+    return {dx.view(grads[0].sizes()), dw, at::Tensor()};
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+// RMSNorm of x (f32, CPU, any shape [..., D]) with weight w [D]; a new tensor owned by the
+// caller, or nullptr with the message in icrl_fused_last_error().
+at::Tensor* icrl_fused_rms_norm(const at::Tensor* x, const at::Tensor* w, double eps) {
+  try {
+    return new at::Tensor(RmsNormFn::apply(*x, *w, eps));
+  } catch (const std::exception& e) {
+    last_error = e.what();
+    return nullptr;
+  }
+}
+
+const char* icrl_fused_last_error() { return last_error.c_str(); }
+
+}  // extern "C"
