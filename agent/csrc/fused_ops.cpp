@@ -3,8 +3,9 @@
 //
 // Why: libtorch's composite RMSNorm runs five kernels forward and about ten backward, each a
 // full pass over the activations; for the tiny models of this project (width 64-256) that is
-// ~17% of a DPT training step (perf, see docs/architecture.md). One pass forward and one pass
-// backward do the same arithmetic (up to float summation order).
+// ~17% of a DPT training step (perf, see docs/architecture.md); the rotary embedding is seven
+// kernels forward and about twelve backward. One pass forward and one pass backward do the same
+// arithmetic (up to float summation order).
 //
 // Only f32 tensors on the CPU come here; the Rust side keeps the composite form for every other
 // device and dtype. The backward is not itself differentiable (no method here needs second
@@ -126,6 +127,58 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
   }
 };
 
+
+// Rotary embedding of x [B, H, T, hd] (last dimension contiguous) by angles whose cos and sin
+// are [B, 1, T, hd/2] (broadcast over heads), half-split pairs (dim i with dim i + hd/2):
+//   y1 = x1 c - x2 s,  y2 = x1 s + x2 c;  backward rotates the gradient by the opposite angle.
+// One pass each way, reading x in whatever batch/head/time strides it has (q and k come as a
+// transposed view of the projection).
+struct RotaryFn : public torch::autograd::Function<RotaryFn> {
+  // out = rotate(x, sign * angle), written contiguous [B, H, T, hd].
+  static at::Tensor rotate(const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin,
+                           float sign) {
+    const at::Tensor x = x_in.stride(3) == 1 ? x_in : x_in.contiguous();
+    const int64_t b = x.size(0), h = x.size(1), t = x.size(2), hd = x.size(3), half = hd / 2;
+    const int64_t sb = x.stride(0), sh = x.stride(1), st = x.stride(2);
+    at::Tensor y = at::empty({b, h, t, hd}, x.options());
+    const float* xp = x.data_ptr<float>();
+    const float* cp = cos.data_ptr<float>();  // [B, T, half] contiguous
+    const float* sp = sin.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    at::parallel_for(0, b * h * t, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t bi = row / (h * t), hi = (row / t) % h, ti = row % t;
+        const float* x1 = xp + bi * sb + hi * sh + ti * st;
+        const float* x2 = x1 + half;
+        const float* c = cp + (bi * t + ti) * half;
+        const float* s = sp + (bi * t + ti) * half;
+        float* y1 = yp + row * hd;
+        float* y2 = y1 + half;
+        for (int64_t i = 0; i < half; ++i) {
+          const float si = sign * s[i];
+          y1[i] = x1[i] * c[i] - x2[i] * si;
+          y2[i] = x1[i] * si + x2[i] * c[i];
+        }
+      }
+    });
+    return y;
+  }
+
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos,
+                            const at::Tensor& sin) {
+    const int64_t b = x.size(0), t = x.size(2), half = x.size(3) / 2;
+    const at::Tensor c = cos.expand({b, 1, t, half}).contiguous();
+    const at::Tensor s = sin.expand({b, 1, t, half}).contiguous();
+    ctx->save_for_backward({c, s});
+    return rotate(x, c, s, 1.0f);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    return {rotate(grads[0], saved[0], saved[1], -1.0f), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
 
 extern "C" {
@@ -135,6 +188,17 @@ extern "C" {
 at::Tensor* icrl_fused_rms_norm(const at::Tensor* x, const at::Tensor* w, double eps) {
   try {
     return new at::Tensor(RmsNormFn::apply(*x, *w, eps));
+  } catch (const std::exception& e) {
+    last_error = e.what();
+    return nullptr;
+  }
+}
+
+// Rotary embedding of x (f32, CPU, [B, H, T, hd] with hd even) by cos/sin [B, 1, T, hd/2];
+// a new tensor owned by the caller, or nullptr with the message in icrl_fused_last_error().
+at::Tensor* icrl_fused_rotary(const at::Tensor* x, const at::Tensor* cos, const at::Tensor* sin) {
+  try {
+    return new at::Tensor(RotaryFn::apply(*x, *cos, *sin));
   } catch (const std::exception& e) {
     last_error = e.what();
     return nullptr;

@@ -67,6 +67,6 @@ pub use replicas::Replicas;
 pub use sequence::SequenceModel;
 pub use tokens::{ImageCnn, StepInputs, TokenEncoder};
 pub use transformer::{
-    attention_probabilities, causal_attention, rms_norm_composite, Attention, Block,
-    LayerAttention, Mlp, RmsNorm, Rotary, SinkKv, Transformer,
+    attention_probabilities, causal_attention, rms_norm_composite, rotary_composite, Attention,
+    Block, LayerAttention, Mlp, RmsNorm, Rotary, SinkKv, Transformer,
 };

@@ -114,12 +114,21 @@ impl Rotary {
 
     /// Rotates `x: [B, H, T, hd]` (half-split pairs: dim i pairs with dim i + hd/2).
     pub fn apply(&self, x: &Tensor) -> Tensor {
-        let half = x.size()[3] / 2;
-        let (x1, x2) = (x.narrow(3, 0, half), x.narrow(3, half, half));
-        let rotated_1 = &x1 * &self.cos - &x2 * &self.sin;
-        let rotated_2 = &x1 * &self.sin + &x2 * &self.cos;
-        Tensor::cat(&[rotated_1, rotated_2], 3)
+        if let Some(y) = crate::fused_ops::rotary(x, &self.cos, &self.sin) {
+            return y; // f32 on the CPU: one pass forward and backward (csrc/fused_ops.cpp)
+        }
+        rotary_composite(x, &self.cos, &self.sin)
     }
+}
+
+/// The rotary embedding in libtorch ops: `x: [B, H, T, hd]` rotated by angles with `cos`,
+/// `sin: [B, 1, T, hd/2]` (half-split pairs: dim i pairs with dim i + hd/2).
+pub fn rotary_composite(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    let (x1, x2) = (x.narrow(3, 0, half), x.narrow(3, half, half));
+    let rotated_1 = &x1 * cos - &x2 * sin;
+    let rotated_2 = &x1 * sin + &x2 * cos;
+    Tensor::cat(&[rotated_1, rotated_2], 3)
 }
 
 /// One sink key/value slot of a layer, `[H, hd]` each.

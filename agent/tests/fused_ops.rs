@@ -3,7 +3,7 @@
 //! for awkward ones (a width that is not a multiple of 8, non-contiguous input, rows that do not
 //! fill the last parallel task).
 
-use agent::{fused_ops, rms_norm_composite};
+use agent::{fused_ops, rms_norm_composite, rotary_composite};
 use tch::{Device, Kind, Tensor};
 
 fn max_abs(t: &Tensor) -> f64 {
@@ -87,4 +87,69 @@ fn fused_rms_norm_matches_with_several_libtorch_threads() {
     tch::set_num_threads(2);
     check(&[8, 512, 64], false, 7);
     tch::set_num_threads(before);
+}
+
+/// Tables as `Rotary::new` builds them: cos/sin `[Bt, 1, T, hd/2]` of integer positions.
+fn tables(batch: i64, t: i64, hd: i64, seed: i64) -> (Tensor, Tensor) {
+    tch::manual_seed(seed);
+    let pos = Tensor::randint(4096, [batch, t], (Kind::Int64, Device::Cpu)).to_kind(Kind::Double);
+    let inv_freq = (Tensor::arange(hd / 2, (Kind::Double, Device::Cpu))
+        * (-2.0 * 10000f64.ln() / hd as f64))
+        .exp();
+    let angles = pos.unsqueeze(-1) * inv_freq;
+    let table = |a: Tensor| a.to_kind(Kind::Float).unsqueeze(1);
+    (table(angles.cos()), table(angles.sin()))
+}
+
+fn check_rotary(b: i64, h: i64, t: i64, hd: i64, table_batch: i64, transposed: bool, seed: i64) {
+    let (cos, sin) = tables(table_batch, t, hd, seed);
+    // q and k arrive as `[B, T, H, hd]` projections viewed as `[B, H, T, hd]`.
+    let x = if transposed {
+        Tensor::randn([b, t, h, hd], (Kind::Float, Device::Cpu)).transpose(1, 2)
+    } else {
+        Tensor::randn([b, h, t, hd], (Kind::Float, Device::Cpu))
+    };
+    let probe = Tensor::randn([b, h, t, hd], (Kind::Float, Device::Cpu));
+    let grads = |f: &dyn Fn(&Tensor) -> Tensor| {
+        let x = x.detach().copy().set_requires_grad(true);
+        let y = f(&x);
+        (&y * &probe).sum(Kind::Float).backward();
+        (y.detach(), x.grad())
+    };
+    let (y_f, dx_f) = grads(&|x| fused_ops::rotary(x, &cos, &sin).expect("applies to f32 CPU"));
+    let (y_c, dx_c) = grads(&|x| rotary_composite(x, &cos, &sin));
+    assert_eq!(y_f.size(), vec![b, h, t, hd]);
+    // The forward is the same arithmetic in the same order: equal bit for bit.
+    assert_eq!(
+        max_abs(&(&y_f - &y_c)),
+        0.0,
+        "rotary forward [{b},{h},{t},{hd}]"
+    );
+    let diff = rel_diff(&dx_f, &dx_c);
+    assert!(
+        diff < 1e-6,
+        "rotary gradient [{b},{h},{t},{hd}] differs by {diff:e}"
+    );
+}
+
+#[test]
+fn fused_rotary_equals_the_composite_form_in_value_and_gradient() {
+    check_rotary(3, 2, 37, 32, 3, true, 0); // the make-run model's q/k layout
+    check_rotary(2, 8, 300, 8, 2, false, 1); // 8 heads of 8, several parallel tasks
+    check_rotary(4, 4, 1, 16, 1, true, 2); // one decode token, tables broadcast over the batch
+    check_rotary(1, 1, 5, 2, 1, false, 3);
+}
+
+#[test]
+fn fused_rotary_leaves_other_cases_to_the_composite_form() {
+    let (cos, sin) = tables(2, 5, 8, 0);
+    let x = Tensor::randn([2, 3, 5, 8], (Kind::Double, Device::Cpu));
+    assert!(
+        fused_ops::rotary(&x, &cos.to_kind(Kind::Double), &sin.to_kind(Kind::Double)).is_none()
+    );
+    let wrong_t = Tensor::randn([2, 3, 6, 8], (Kind::Float, Device::Cpu));
+    assert!(fused_ops::rotary(&wrong_t, &cos, &sin).is_none());
+    let learned = cos.copy().set_requires_grad(true);
+    let x = Tensor::randn([2, 3, 5, 8], (Kind::Float, Device::Cpu));
+    assert!(fused_ops::rotary(&x, &learned, &sin).is_none());
 }
