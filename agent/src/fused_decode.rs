@@ -711,7 +711,7 @@ fn decode_shard(w: &Weights, dims: &Dims, inputs: &HostInputs, s: Shard<'_>) {
         let xn = &mut sc.xn[..rows * d];
         rms_norm_rows(x, &lw.attn_norm, xn, d);
         let qkv = &mut sc.qkv[..rows * 3 * d];
-        matmul(xn, &lw.wqkv, qkv, d, 3 * d, false);
+        matmul_isa(dims.isa, xn, &lw.wqkv, qkv, d, 3 * d, false);
         let att = &mut sc.att[..rows * d];
         for (r, slot) in slots.iter_mut().enumerate() {
             let row = first + r;
@@ -757,10 +757,10 @@ fn decode_shard(w: &Weights, dims: &Dims, inputs: &HostInputs, s: Shard<'_>) {
                 );
             }
         }
-        matmul(att, &lw.wo, x, d, d, true);
+        matmul_isa(dims.isa, att, &lw.wo, x, d, d, true);
         rms_norm_rows(x, &lw.mlp_norm, xn, d);
         let gate_up = &mut sc.gate_up[..rows * 2 * m];
-        matmul(xn, &lw.w_gate_up, gate_up, d, 2 * m, false);
+        matmul_isa(dims.isa, xn, &lw.w_gate_up, gate_up, d, 2 * m, false);
         let hidden = &mut sc.hidden[..rows * m];
         for (hr, gu) in hidden.chunks_exact_mut(m).zip(gate_up.chunks_exact(2 * m)) {
             let (g, u) = gu.split_at(m);
@@ -768,7 +768,7 @@ fn decode_shard(w: &Weights, dims: &Dims, inputs: &HostInputs, s: Shard<'_>) {
                 *h = gelu(g) * u;
             }
         }
-        matmul(hidden, &lw.w_down, x, m, d, true);
+        matmul_isa(dims.isa, hidden, &lw.w_down, x, m, d, true);
     }
 
     let xn = &mut sc.xn[..rows * d];
@@ -1016,6 +1016,58 @@ mod avx512 {
             j0 += GROUP;
         }
     }
+
+    /// See `matmul_isa`: `out[r][c..c + 64] (+)= sum_i x[r][i] * wt[i][c..c + 64]` for rows
+    /// `r < rows` in groups of `R` (`rows` a multiple of `R`) and columns `c < tile_cols` (a
+    /// multiple of 64), accumulating each output over `i` in order with fused multiply-adds, so
+    /// an output's value does not depend on `R`. Safety: AVX-512F present; bounds as checked
+    /// in `matmul_isa`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn matmul_tiles<const R: usize>(
+        x: &[f32],
+        wt: &[f32],
+        out: &mut [f32],
+        inp: usize,
+        outp: usize,
+        rows: usize,
+        tile_cols: usize,
+        accumulate: bool,
+    ) {
+        let (xp, wp, op) = (x.as_ptr(), wt.as_ptr(), out.as_mut_ptr());
+        for r in (0..rows).step_by(R) {
+            for c in (0..tile_cols).step_by(64) {
+                let mut acc = [[_mm512_setzero_ps(); 4]; R]; // [row][16 columns]
+                if accumulate {
+                    for (rr, row) in acc.iter_mut().enumerate() {
+                        for (v, a) in row.iter_mut().enumerate() {
+                            *a = _mm512_loadu_ps(op.add((r + rr) * outp + c + 16 * v));
+                        }
+                    }
+                }
+                for i in 0..inp {
+                    let w = wp.add(i * outp + c);
+                    let wv = [
+                        _mm512_loadu_ps(w),
+                        _mm512_loadu_ps(w.add(16)),
+                        _mm512_loadu_ps(w.add(32)),
+                        _mm512_loadu_ps(w.add(48)),
+                    ];
+                    for (rr, row) in acc.iter_mut().enumerate() {
+                        let xb = _mm512_set1_ps(*xp.add((r + rr) * inp + i));
+                        for (a, &wv) in row.iter_mut().zip(&wv) {
+                            *a = _mm512_fmadd_ps(xb, wv, *a);
+                        }
+                    }
+                }
+                for (rr, row) in acc.iter().enumerate() {
+                    for (v, a) in row.iter().enumerate() {
+                        _mm512_storeu_ps(op.add((r + rr) * outp + c + 16 * v), *a);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The sink token through every block on its own (it attends only to itself): each block's
@@ -1119,6 +1171,60 @@ fn max_of(a: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
+/// [`matmul`] with register-tiled AVX-512 kernels where the CPU has them: tiles of 4 rows x 64
+/// columns kept in 16 registers over the whole input dimension, so each weight vector is
+/// loaded once per 4 rows and each output once per tile (the plain loop loads and stores the
+/// output row for every input element). Rows outside whole tiles take a one-row kernel with the
+/// same arithmetic (so results do not depend on how the batch is sharded over threads), columns
+/// outside whole tiles the plain loop. Each output is the same sum over inputs in the same
+/// order, with fused multiply-adds in the tiles.
+#[inline(always)]
+fn matmul_isa(
+    isa: Isa,
+    x: &[f32],
+    wt: &[f32],
+    out: &mut [f32],
+    inp: usize,
+    outp: usize,
+    accumulate: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        let rows = x.len() / inp;
+        assert!(x.len() == rows * inp && out.len() >= rows * outp && wt.len() >= inp * outp);
+        let (tile_rows, tile_cols) = (rows / 4 * 4, outp / 64 * 64);
+        let rest = &x[tile_rows * inp..];
+        // SAFETY: AVX-512 is present (Isa::Avx512 is chosen only then); the kernels read
+        // x[r * inp + i] for r < rows, i < inp, wt[i * outp + c..+64] for c + 64 <=
+        // tile_cols <= outp, and write out[r * outp + c..+64] likewise, all within the lengths
+        // checked above.
+        unsafe {
+            avx512::matmul_tiles::<4>(x, wt, out, inp, outp, tile_rows, tile_cols, accumulate);
+            let out_rest = &mut out[tile_rows * outp..];
+            let n = rows - tile_rows;
+            avx512::matmul_tiles::<1>(rest, wt, out_rest, inp, outp, n, tile_cols, accumulate);
+        }
+        // Columns beyond the whole 64-column tiles, for every row.
+        if tile_cols < outp {
+            for r in 0..rows {
+                let (xr, y) = (&x[r * inp..][..inp], &mut out[r * outp..][..outp]);
+                if !accumulate {
+                    y[tile_cols..].fill(0.0);
+                }
+                for (i, &xv) in xr.iter().enumerate() {
+                    let w = &wt[i * outp + tile_cols..(i + 1) * outp];
+                    for (yv, &wv) in y[tile_cols..].iter_mut().zip(w) {
+                        *yv += xv * wv;
+                    }
+                }
+            }
+        }
+        return;
+    }
+    let _ = isa;
+    matmul(x, wt, out, inp, outp, accumulate);
+}
+
 /// `out (+)= x W^T` row by row: `x: [rows][inp]`, `wt: [inp][outp]`, `out: [rows][outp]`.
 /// Each output row is accumulated as `sum_i x[i] * wt[i]` (a row of `wt` per step, a
 /// vectorised loop over the outputs; the row stays in L1).
@@ -1218,6 +1324,33 @@ mod tests {
             sum += term / (2.0 * k + 1.0);
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn tiled_matmul_matches_naive_with_leftover_rows_and_columns() {
+        // 9 rows (two 4-row tiles + 1), 200 columns (three 64-column tiles + 8).
+        let (rows, inp, outp) = (9, 37, 200);
+        let x: Vec<f32> = (0..rows * inp).map(|i| (i as f32 * 0.37).sin()).collect();
+        let wt: Vec<f32> = (0..inp * outp).map(|i| (i as f32 * 0.11).cos()).collect();
+        for accumulate in [false, true] {
+            let mut out: Vec<f32> = (0..rows * outp).map(|i| (i as f32 * 0.05).cos()).collect();
+            let start = out.clone();
+            matmul_isa(Isa::detect(), &x, &wt, &mut out, inp, outp, accumulate);
+            for r in 0..rows {
+                for o in 0..outp {
+                    let base = if accumulate { start[r * outp + o] } else { 0.0 };
+                    let want: f32 = base
+                        + (0..inp)
+                            .map(|i| x[r * inp + i] * wt[i * outp + o])
+                            .sum::<f32>();
+                    let got = out[r * outp + o];
+                    assert!(
+                        (got - want).abs() < 1e-4,
+                        "row {r} col {o}: {got} vs {want}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
