@@ -30,18 +30,7 @@ thread_local std::string last_error;
 // Rows per parallel task: a row is D floats (64-256 here), so a task is a few hundred KiB.
 constexpr int64_t kGrain = 256;
 
-// Sum of squares with 8 independent accumulators (vectorises without -ffast-math).
-inline float sum_squares(const float* x, int64_t d) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t k = 0;
-  for (; k + 8 <= d; k += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += x[k + j] * x[k + j];
-  float s = 0;
-  for (; k < d; ++k) s += x[k] * x[k];
-  return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-// Dot product with 8 independent accumulators.
+// Dot product with 8 independent accumulators (vectorises without -ffast-math).
 inline float dot(const float* a, const float* b, int64_t d) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t k = 0;
@@ -72,7 +61,7 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
       for (int64_t row = begin; row < end; ++row) {
         const float* xr = xp + row * d;
         float* yr = yp + row * d;
-        const float r = 1.0f / std::sqrt(sum_squares(xr, d) / fd + feps);
+        const float r = 1.0f / std::sqrt(dot(xr, xr, d) / fd + feps);
         ip[row] = r;
         for (int64_t k = 0; k < d; ++k) yr[k] = (xr[k] * r) * wp[k];
       }
