@@ -12,7 +12,9 @@
 //!   head's scores and its weighted sum of values are contiguous, vectorisable loops over the
 //!   *filled* entries only (a ring of `C` entries; token `p` of a slot lives in entry `p % C`,
 //!   as in [`KvCache`]); no mask is built, nothing is allocated per step;
-//! - one pass per layer over the batch (weights stay in cache); softmax and GELU use vectorisable polynomial `exp` / `erf` (relative error ~1e-7);
+//! - one pass per layer over the batch (weights stay in cache), the projections in register
+//!   tiles of 4 slots x 64 outputs with AVX-512; softmax and GELU use vectorisable polynomial
+//!   `exp` / `erf` (relative error ~1e-7);
 //! - the batch split into contiguous shards of slots, one per thread (slots are independent
 //!   in a decode step), on its own rayon pool;
 //! - kernels compiled three times (AVX-512, AVX2, baseline) and picked at run time.
