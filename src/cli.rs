@@ -349,9 +349,13 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     }
 }
 
-/// `--kernels fused|composite` of the model and training benches.
-fn set_kernels(kernels: &str) -> anyhow::Result<()> {
-    match kernels {
+/// Runs a model or training bench with `--kernels fused|composite` and prints its JSON line,
+/// tagged with the kernels it ran.
+fn bench_with_kernels(
+    kernels: String,
+    bench: impl FnOnce() -> anyhow::Result<serde_json::Value>,
+) -> anyhow::Result<()> {
+    match kernels.as_str() {
         "fused" => agent::fused_ops::set_enabled(true),
         "composite" => agent::fused_ops::set_enabled(false),
         other => {
@@ -360,6 +364,9 @@ fn set_kernels(kernels: &str) -> anyhow::Result<()> {
             )
         }
     }
+    let mut result = bench()?;
+    result["kernels"] = kernels.into();
+    print_json(&result);
     Ok(())
 }
 
@@ -549,11 +556,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             kernels,
         }) => {
             let config: trainer::Config = config::load(&path, &set)?;
-            set_kernels(&kernels)?;
-            let mut result = trainer::bench_train::bench_train(config, steps, device.as_deref())?;
-            result["kernels"] = kernels.into();
-            print_json(&result);
-            Ok(())
+            bench_with_kernels(kernels, || {
+                trainer::bench_train::bench_train(config, steps, device.as_deref())
+            })
         }
         Command::Bench(BenchCommand::Model {
             layers,
@@ -618,11 +623,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 attention_iters,
                 ..agent::BenchModelOptions::default()
             };
-            set_kernels(&kernels)?;
-            let mut result = agent::bench_model(&opts)?;
-            result["kernels"] = kernels.into();
-            print_json(&result);
-            Ok(())
+            bench_with_kernels(kernels, || agent::bench_model(&opts))
         }
     }
 }

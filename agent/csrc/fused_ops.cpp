@@ -1,9 +1,9 @@
 // Fused CPU kernels for the transformer's training and inference steps, as libtorch autograd
-// functions behind a C interface for `agent::fused` (Rust).
+// functions behind a C interface for `agent::fused_ops` (Rust).
 //
 // Why: libtorch's composite RMSNorm runs five kernels forward and about ten backward, each a
 // full pass over the activations; for the tiny models of this project (width 64-256) that is
-// ~17% of a DPT training step (perf, see docs/architecture.md); the rotary embedding is seven
+// ~17% of a DPT training step (perf; README, "Throughput"); the rotary embedding is seven
 // kernels forward and about twelve backward. One pass forward and one pass backward do the same
 // arithmetic (up to float summation order).
 //
@@ -115,7 +115,6 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
     return {dx.view(grads[0].sizes()), dw, at::Tensor()};
   }
 };
-
 
 // Rotary embedding of x [B, H, T, hd] (last dimension contiguous) by angles whose cos and sin
 // are [B, 1, T, hd/2] (broadcast over heads), half-split pairs (dim i with dim i + hd/2):

@@ -1,7 +1,7 @@
 //! Fused CPU training kernels (agent/csrc/fused_ops.cpp): libtorch autograd functions that do
 //! in one pass forward and one pass backward what the composite form does in many kernels.
-//! Today: RMSNorm and the rotary embedding. They apply to f32 tensors on the CPU only; every other device and dtype keeps
-//! the composite form. The arithmetic is the same up to float summation order (tests compare
+//! Today: RMSNorm and the rotary embedding. They apply to f32 tensors on the CPU only; every
+//! other device and dtype keeps the composite form. The arithmetic is the same up to float summation order (tests compare
 //! values and gradients within 1e-5, `agent/tests/fused_ops.rs`).
 //!
 //! [`set_enabled`] switches them off process-wide, for side-by-side benchmarks

@@ -59,6 +59,9 @@ fn linear_no_bias(p: nn::Path, inputs: usize, outputs: usize) -> nn::Linear {
     nn::linear(p, inputs as i64, outputs as i64, cfg)
 }
 
+/// Added to the mean square in RMSNorm.
+const RMS_EPS: f64 = 1e-6;
+
 /// RMSNorm with a learned scale ("weight"), computed in fp32.
 #[derive(Debug)]
 pub struct RmsNorm {
@@ -74,7 +77,7 @@ impl RmsNorm {
 
     /// `x / rms(x) * weight` over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        if let Some(y) = crate::fused_ops::rms_norm(x, &self.weight, 1e-6) {
+        if let Some(y) = crate::fused_ops::rms_norm(x, &self.weight, RMS_EPS) {
             return y; // f32 on the CPU: one pass forward and backward (csrc/fused_ops.cpp)
         }
         rms_norm_composite(x, &self.weight)
@@ -84,7 +87,7 @@ impl RmsNorm {
 /// RMSNorm in libtorch ops (any device and dtype; statistics in f32): `x / rms(x) * weight`.
 pub fn rms_norm_composite(x: &Tensor, weight: &Tensor) -> Tensor {
     let xf = x.to_kind(Kind::Float);
-    let inv_rms = (xf.square().mean_dim(-1, true, Kind::Float) + 1e-6).rsqrt();
+    let inv_rms = (xf.square().mean_dim(-1, true, Kind::Float) + RMS_EPS).rsqrt();
     (xf * inv_rms).to_kind(x.kind()) * weight.to_kind(x.kind())
 }
 
