@@ -8,10 +8,12 @@
 //! - host copies of the parameters (refreshed from the libtorch tensors with
 //!   [`FusedDecoder::refresh_weights`] after every update), laid out for row-times-matrix
 //!   products (`W^T`, the q/k/v and gate/up projections concatenated);
-//! - its own KV cache: per slot and layer, keys and values transposed to `[H][hd][C]`, so one
-//!   head's scores and its weighted sum of values are contiguous, vectorisable loops over the
-//!   *filled* entries only (a ring of `C` entries; token `p` of a slot lives in entry `p % C`,
-//!   as in [`KvCache`]); no mask is built, nothing is allocated per step;
+//! - its own KV cache: per slot, layer and head, keys and values in blocks of 16 ring entries,
+//!   `[C / 16][hd][16]`, so one head's scores and its weighted sum of values read one
+//!   contiguous stream over the *filled* blocks only (a ring of `C` entries; token `p` of a
+//!   slot lives in entry `p % C`, as in [`KvCache`]); no mask is built, nothing is allocated
+//!   per step. (A `[hd][C]` layout read `hd` streams 4 KiB apart at `C` = 1024, and writing a
+//!   token touched a page per dimension: 10% slower at that context.)
 //! - one pass per layer over the batch (weights stay in cache), the projections in register
 //!   tiles of 4 slots x 64 outputs with AVX-512; softmax and GELU use vectorisable polynomial
 //!   `exp` / `erf` (relative error ~1e-7);
@@ -44,6 +46,8 @@ struct Dims {
     vector: usize,
     encoder_hidden: usize,
     capacity: usize,
+    /// Blocks of `BLOCK` entries that hold `capacity` (the last one padded).
+    blocks: usize,
     positional: PosEncoding,
     sink: bool,
     inter_episode: bool,
@@ -108,7 +112,8 @@ struct Weights {
     inv_freq: Vec<f64>,
 }
 
-/// One env slot's cache: per layer keys and values `[H][hd][C]`, episodes per ring entry.
+/// One env slot's cache: per layer keys and values `[H][C / BLOCK][hd][BLOCK]` (see
+/// [`kv_index`]), episodes per ring entry.
 #[derive(Debug, Clone)]
 struct SlotCache {
     keys: Vec<f32>,
@@ -252,6 +257,7 @@ impl FusedDecoder {
             vector: spec.vector_dim,
             encoder_hidden: cfg.encoder_hidden,
             capacity,
+            blocks: capacity.div_ceil(BLOCK),
             positional: cfg.positional,
             sink: cfg.sink.has_slot(),
             inter_episode: cfg.inter_episode_attention,
@@ -259,7 +265,7 @@ impl FusedDecoder {
         };
         let threads = threads.clamp(1, batch);
         let shard = batch.div_ceil(threads);
-        let kv = cfg.layers * dims.d * capacity;
+        let kv = cfg.layers * dims.d * dims.blocks * BLOCK;
         let slots = vec![
             SlotCache {
                 keys: vec![0.0; kv],
@@ -278,7 +284,7 @@ impl FusedDecoder {
                 gate_up: vec![0.0; shard * 2 * dims.mlp],
                 hidden: vec![0.0; shard * dims.mlp],
                 enc: vec![0.0; shard * dims.encoder_hidden],
-                scores: vec![0.0; capacity],
+                scores: vec![0.0; dims.blocks * BLOCK],
                 acc: vec![0.0; dims.hd * BLOCK],
                 cos: vec![0.0; shard * dims.hd / 2],
                 sin: vec![0.0; shard * dims.hd / 2],
@@ -475,15 +481,27 @@ impl FusedDecoder {
         cache.check_compatible(&self.cfg, b as i64)?;
         let _no_grad = tch::no_grad_guard();
         let s = cache.sink_slots();
-        let (d, lc) = (self.dims.d, self.dims.d * c);
-        // [B, H, S + C, hd] -> [B, H, hd, C] (= [B][D][C]) per layer.
-        let layout = |t: &Tensor| host(&t.narrow(2, s, c as i64).permute([0, 1, 3, 2]));
+        let (heads, hd, per_head) = (self.dims.heads, self.dims.hd, self.dims.blocks * BLOCK);
+        let per_layer = heads * hd * per_head;
         for (layer, (k, v)) in cache.keys.iter().zip(&cache.values).enumerate() {
-            let (k, v) = (layout(k)?, layout(v)?);
+            // [B, H, S + C, hd] -> the ring entries [B][H][C][hd] -> per head `kv_index`.
+            let (k, v) = (
+                host(&k.narrow(2, s, c as i64))?,
+                host(&v.narrow(2, s, c as i64))?,
+            );
             for (i, slot) in self.slots.iter_mut().enumerate() {
-                let src = i * d * c..(i + 1) * d * c;
-                slot.keys[layer * lc..(layer + 1) * lc].copy_from_slice(&k[src.clone()]);
-                slot.values[layer * lc..(layer + 1) * lc].copy_from_slice(&v[src]);
+                let dst = layer * per_layer..(layer + 1) * per_layer;
+                let (keys, vals) = (&mut slot.keys[dst.clone()], &mut slot.values[dst]);
+                for h in 0..heads {
+                    let src = (i * heads + h) * c * hd;
+                    for entry in 0..c {
+                        for j in 0..hd {
+                            let at = h * hd * per_head + kv_index(entry, j, hd);
+                            keys[at] = k[src + entry * hd + j];
+                            vals[at] = v[src + entry * hd + j];
+                        }
+                    }
+                }
             }
         }
         let mut episodes = Vec::<i64>::new();
@@ -727,11 +745,15 @@ fn decode_shard(w: &Weights, dims: &Dims, inputs: &HostInputs, s: Shard<'_>) {
             let entry = (slot.length % cap as i64) as usize;
             let filled = ((slot.length + 1) as usize).min(cap);
             slot.episode[entry] = inputs.episode[row];
-            let layer = l * d * cap..(l + 1) * d * cap;
+            let per_head = hd * dims.blocks * BLOCK;
+            let layer = l * d * dims.blocks * BLOCK..(l + 1) * d * dims.blocks * BLOCK;
             let (keys, vals) = (&mut slot.keys[layer.clone()], &mut slot.values[layer]);
-            for i in 0..d {
-                keys[i * cap + entry] = k[i];
-                vals[i * cap + entry] = v[i];
+            for h in 0..dims.heads {
+                for j in 0..hd {
+                    let at = h * per_head + kv_index(entry, j, hd);
+                    keys[at] = k[h * hd + j];
+                    vals[at] = v[h * hd + j];
+                }
             }
             let own_episode =
                 (!dims.inter_episode).then(|| (&slot.episode[..filled], inputs.episode[row]));
@@ -741,9 +763,8 @@ fn decode_shard(w: &Weights, dims: &Dims, inputs: &HostInputs, s: Shard<'_>) {
                     .sink
                     .then(|| (&lw.sink_k[heads.clone()], &lw.sink_v[heads.clone()]));
                 let head = HeadKv {
-                    keys: &keys[h * hd * cap..(h + 1) * hd * cap],
-                    values: &vals[h * hd * cap..(h + 1) * hd * cap],
-                    cap,
+                    keys: &keys[h * per_head..(h + 1) * per_head],
+                    values: &vals[h * per_head..(h + 1) * per_head],
                     filled,
                     own_episode,
                     sink,
@@ -752,7 +773,7 @@ fn decode_shard(w: &Weights, dims: &Dims, inputs: &HostInputs, s: Shard<'_>) {
                     &q[heads.clone()],
                     &head,
                     scale,
-                    &mut sc.scores[..filled],
+                    &mut sc.scores,
                     &mut sc.acc,
                     &mut att[r * d + h * hd..r * d + (h + 1) * hd],
                     dims.isa,
@@ -789,15 +810,21 @@ fn decode_shard(w: &Weights, dims: &Dims, inputs: &HostInputs, s: Shard<'_>) {
 /// Entries per block of the attention loops: one 512-bit vector of f32.
 const BLOCK: usize = 16;
 
+/// Where entry `c`, dimension `j` of one head's keys (or values) lives in its
+/// `[C / BLOCK][hd][BLOCK]` buffer: blocks of `BLOCK` consecutive entries, each block a
+/// contiguous `hd x BLOCK` tile, so the attention loops read one stream.
+#[inline(always)]
+fn kv_index(c: usize, j: usize, hd: usize) -> usize {
+    (c / BLOCK) * hd * BLOCK + j * BLOCK + c % BLOCK
+}
+
 /// One head's view of a slot's KV cache for one decode step.
 #[derive(Clone, Copy)]
 struct HeadKv<'a> {
-    /// Keys `[hd][cap]` (transposed ring buffer).
+    /// Keys `[C / BLOCK][hd][BLOCK]` ([`kv_index`]).
     keys: &'a [f32],
-    /// Values `[hd][cap]` (transposed ring buffer).
+    /// Values, laid out as the keys.
     values: &'a [f32],
-    /// Ring capacity.
-    cap: usize,
     /// Entries in use (the token being decoded included).
     filled: usize,
     /// With episode-local attention: each entry's episode and the query's episode.
@@ -807,10 +834,11 @@ struct HeadKv<'a> {
 }
 
 /// Attention of one head of one token: `q [hd]` over the `filled` ring entries of the head's
-/// cache plus the sink slot; writes `out [hd]`. `acc` is scratch of `hd * BLOCK` floats. The
-/// scores and the weighted sum of values run over blocks of `BLOCK` entries with all `hd`
-/// dimensions accumulated in registers, so each key and value is loaded once and each score
-/// is stored once.
+/// cache plus the sink slot; writes `out [hd]`. `scores` is scratch of at least `filled`
+/// rounded up to `BLOCK`, `acc` of `hd * BLOCK` floats. Scores and the weighted sum of
+/// values run over whole blocks with all `hd` dimensions accumulated in registers, so each
+/// key and value is loaded once and each score stored once; the entries of the last block
+/// beyond `filled` (stale or zero, always finite) get weight 0.
 #[inline(always)]
 fn attend(
     q: &[f32],
@@ -824,18 +852,20 @@ fn attend(
     let HeadKv {
         keys,
         values,
-        cap,
         filled,
         own_episode,
         sink,
     } = *head;
     let hd = q.len();
-    let full = filled / BLOCK * BLOCK;
-    if !simd_scores(isa, q, keys, cap, full, scale, scores) {
-        for (c0, s_out) in (0..full).step_by(BLOCK).zip(scores.chunks_exact_mut(BLOCK)) {
+    let blocks = filled.div_ceil(BLOCK);
+    let scores = &mut scores[..blocks * BLOCK];
+    if !simd_scores(isa, q, keys, scale, scores) {
+        for (s_out, kb) in scores
+            .chunks_exact_mut(BLOCK)
+            .zip(keys.chunks_exact(hd * BLOCK))
+        {
             let mut s = [0f32; BLOCK];
-            for (j, &qj) in q.iter().enumerate() {
-                let k = &keys[j * cap + c0..][..BLOCK];
+            for (&qj, k) in q.iter().zip(kb.chunks_exact(BLOCK)) {
                 for (sl, &kl) in s.iter_mut().zip(k) {
                     *sl += qj * kl;
                 }
@@ -845,46 +875,43 @@ fn attend(
             }
         }
     }
-    for (c, s_out) in (full..filled).zip(&mut scores[full..filled]) {
-        let mut s = 0.0;
-        for (j, &qj) in q.iter().enumerate() {
-            s += qj * keys[j * cap + c];
-        }
-        *s_out = s * scale;
-    }
+    let (live, padding) = scores.split_at_mut(filled);
+    padding.fill(0.0);
     if let Some((episodes, own)) = own_episode {
-        for (s, &e) in scores.iter_mut().zip(episodes) {
+        for (s, &e) in live.iter_mut().zip(episodes) {
             if e != own {
                 *s = f32::NEG_INFINITY;
             }
         }
     }
     let sink_score = sink.map(|(k, _)| dot(q, k) * scale);
-    let mut max = max_of(scores);
+    let mut max = max_of(live);
     if let Some(s) = sink_score {
         max = max.max(s);
     }
-    for s in scores.iter_mut() {
+    for s in live.iter_mut() {
         *s = exp_approx(*s - max);
     }
     if let Some((episodes, own)) = own_episode {
-        for (s, &e) in scores.iter_mut().zip(episodes) {
+        for (s, &e) in live.iter_mut().zip(episodes) {
             if e != own {
                 *s = 0.0;
             }
         }
     }
-    let mut total = sum_of(scores);
+    let mut total = sum_of(live);
     let sink_weight = sink_score.map(|s| exp_approx(s - max));
     if let Some(p) = sink_weight {
         total += p;
     }
     let acc = &mut acc[..hd * BLOCK];
     acc.fill(0.0);
-    if !simd_weighted_values(isa, scores, values, cap, full, acc) {
-        for (c0, p) in (0..full).step_by(BLOCK).zip(scores.chunks_exact(BLOCK)) {
-            for (j, a) in acc.chunks_exact_mut(BLOCK).enumerate() {
-                let v = &values[j * cap + c0..][..BLOCK];
+    if !simd_weighted_values(isa, scores, values, acc) {
+        for (p, vb) in scores
+            .chunks_exact(BLOCK)
+            .zip(values.chunks_exact(hd * BLOCK))
+        {
+            for (a, v) in acc.chunks_exact_mut(BLOCK).zip(vb.chunks_exact(BLOCK)) {
                 for ((al, &pl), &vl) in a.iter_mut().zip(p).zip(v) {
                     *al += pl * vl;
                 }
@@ -894,9 +921,6 @@ fn attend(
     let inv = 1.0 / total;
     for (j, (o, a)) in out.iter_mut().zip(acc.chunks_exact(BLOCK)).enumerate() {
         let mut sum: f32 = a.iter().sum();
-        for (c, &p) in (full..filled).zip(&scores[full..filled]) {
-            sum += p * values[j * cap + c];
-        }
         if let (Some(p), Some((_, v))) = (sink_weight, sink) {
             sum += p * v[j];
         }
@@ -904,53 +928,44 @@ fn attend(
     }
 }
 
-/// Scores of the first `full` entries (a multiple of `BLOCK`) with AVX-512 intrinsics:
-/// `scores[c] = scale * sum_j q[j] * keys[j * cap + c]`. False (nothing done) without AVX-512.
+/// Scores of whole blocks with AVX-512 intrinsics: `scores[c] = scale * sum_j q[j] *
+/// keys[kv_index(c, j, hd)]` for `c < scores.len()` (a multiple of `BLOCK`). False (nothing
+/// done) without AVX-512.
 #[inline(always)]
-fn simd_scores(
-    isa: Isa,
-    q: &[f32],
-    keys: &[f32],
-    cap: usize,
-    full: usize,
-    scale: f32,
-    scores: &mut [f32],
-) -> bool {
+fn simd_scores(isa: Isa, q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
-        assert!(full <= scores.len() && full <= cap && q.len() * cap <= keys.len());
-        // SAFETY: AVX-512 is present (Isa::Avx512 is chosen only then); every load reads
-        // keys[j * cap + c0 .. + BLOCK] with c0 + BLOCK <= full <= cap and j < q.len(), and
-        // every store writes scores[c0 .. + BLOCK] with c0 + BLOCK <= full, checked above.
-        unsafe { avx512::scores(q, keys, cap, full, scale, scores) };
+        assert!(scores.len().is_multiple_of(BLOCK) && scores.len() * q.len() <= keys.len());
+        // SAFETY: AVX-512 is present (Isa::Avx512 is chosen only then); block b reads
+        // keys[b * hd * BLOCK .. (b + 1) * hd * BLOCK] and writes scores[b * BLOCK .. + BLOCK]
+        // for b < scores.len() / BLOCK, within the lengths checked above.
+        unsafe { avx512::scores(q, keys, scale, scores) };
         return true;
     }
-    let _ = (isa, q, keys, cap, full, scale, scores);
+    let _ = (isa, q, keys, scale, scores);
     false
 }
 
-/// `acc[j][l] += sum over blocks b of p[b * BLOCK + l] * values[j * cap + b * BLOCK + l]`
-/// for the first `full` entries, with AVX-512 intrinsics. False (nothing done) without it.
+/// `acc[j][l] += sum over blocks b of p[b * BLOCK + l] * values[kv_index(b * BLOCK + l, j,
+/// hd)]` over the blocks of `p` (its length a multiple of `BLOCK`), with AVX-512 intrinsics.
+/// False (nothing done) without it.
 #[inline(always)]
-fn simd_weighted_values(
-    isa: Isa,
-    p: &[f32],
-    values: &[f32],
-    cap: usize,
-    full: usize,
-    acc: &mut [f32],
-) -> bool {
+fn simd_weighted_values(isa: Isa, p: &[f32], values: &[f32], acc: &mut [f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         let hd = acc.len() / BLOCK;
-        assert!(full <= p.len() && full <= cap && hd * cap <= values.len());
-        // SAFETY: AVX-512 is present; loads read p[c0 .. + BLOCK] and
-        // values[j * cap + c0 .. + BLOCK] with c0 + BLOCK <= full <= cap, j < hd, and
-        // acc[j * BLOCK .. + BLOCK] with j < hd = acc.len() / BLOCK, checked above.
-        unsafe { avx512::weighted_values(p, values, cap, full, acc) };
+        assert!(
+            acc.len().is_multiple_of(BLOCK)
+                && p.len().is_multiple_of(BLOCK)
+                && p.len() * hd <= values.len()
+        );
+        // SAFETY: AVX-512 is present; block b reads p[b * BLOCK .. + BLOCK] and
+        // values[b * hd * BLOCK .. (b + 1) * hd * BLOCK] for b < p.len() / BLOCK, and
+        // acc[j * BLOCK .. + BLOCK] for j < hd, within the lengths checked above.
+        unsafe { avx512::weighted_values(p, values, acc) };
         return true;
     }
-    let _ = (isa, p, values, cap, full, acc);
+    let _ = (isa, p, values, acc);
     false
 }
 
@@ -963,38 +978,24 @@ mod avx512 {
 
     /// See `simd_scores`. Safety: AVX-512F present; bounds as checked there.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn scores(
-        q: &[f32],
-        keys: &[f32],
-        cap: usize,
-        full: usize,
-        scale: f32,
-        scores: &mut [f32],
-    ) {
-        let k = keys.as_ptr();
+    pub(super) unsafe fn scores(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
+        let hd = q.len();
         let out = scores.as_mut_ptr();
         let scale = _mm512_set1_ps(scale);
-        let mut c0 = 0;
-        while c0 < full {
+        for b in 0..scores.len() / BLOCK {
+            let kb = keys.as_ptr().add(b * hd * BLOCK);
             let mut s = _mm512_setzero_ps();
             for (j, &qj) in q.iter().enumerate() {
-                let kj = _mm512_loadu_ps(k.add(j * cap + c0));
+                let kj = _mm512_loadu_ps(kb.add(j * BLOCK));
                 s = _mm512_fmadd_ps(_mm512_set1_ps(qj), kj, s);
             }
-            _mm512_storeu_ps(out.add(c0), _mm512_mul_ps(s, scale));
-            c0 += BLOCK;
+            _mm512_storeu_ps(out.add(b * BLOCK), _mm512_mul_ps(s, scale));
         }
     }
 
     /// See `simd_weighted_values`. Safety: AVX-512F present; bounds as checked there.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weighted_values(
-        p: &[f32],
-        values: &[f32],
-        cap: usize,
-        full: usize,
-        acc: &mut [f32],
-    ) {
+    pub(super) unsafe fn weighted_values(p: &[f32], values: &[f32], acc: &mut [f32]) {
         const GROUP: usize = 8; // accumulators held in registers at once
         let hd = acc.len() / BLOCK;
         let (v, a) = (values.as_ptr(), acc.as_mut_ptr());
@@ -1002,14 +1003,13 @@ mod avx512 {
         while j0 < hd {
             let n = GROUP.min(hd - j0);
             let mut sums = [_mm512_setzero_ps(); GROUP];
-            let mut c0 = 0;
-            while c0 < full {
-                let pv = _mm512_loadu_ps(p.as_ptr().add(c0));
+            for b in 0..p.len() / BLOCK {
+                let pv = _mm512_loadu_ps(p.as_ptr().add(b * BLOCK));
+                let vb = v.add(b * hd * BLOCK);
                 for (g, sum) in sums.iter_mut().enumerate().take(n) {
-                    let vj = _mm512_loadu_ps(v.add((j0 + g) * cap + c0));
+                    let vj = _mm512_loadu_ps(vb.add((j0 + g) * BLOCK));
                     *sum = _mm512_fmadd_ps(pv, vj, *sum);
                 }
-                c0 += BLOCK;
             }
             for (g, sum) in sums.iter().enumerate().take(n) {
                 let dst = a.add((j0 + g) * BLOCK);
@@ -1255,7 +1255,8 @@ fn exp_approx(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let rounded = x * LOG2E + ROUND;
+    let n = rounded - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -1264,7 +1265,13 @@ fn exp_approx(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5; // Cephes: 5.0000001201e-1, 0.5 in f32
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the bits of `rounded` (ROUND's plus n, as |n| < 2^22), not from `n as i32`:
+    // Rust's saturating float-to-int cast does not vectorise.
+    let biased = rounded
+        .to_bits()
+        .wrapping_sub(ROUND.to_bits())
+        .wrapping_add(127);
+    let scale = f32::from_bits(biased << 23);
     y * scale
 }
 

@@ -5,7 +5,8 @@
 mod common;
 
 use agent::{
-    ActorCritic, FusedDecoder, KvCache, ModelConfig, ObsSpec, PosEncoding, Sink, StepInputs,
+    ActorCritic, FusedDecoder, KvCache, ModelConfig, ObsSpec, PosEncoding, Sink, SinkInit,
+    StepInputs,
 };
 use common::*;
 use tch::{nn, Device, Kind, Tensor};
@@ -115,6 +116,44 @@ fn fused_decode_equals_libtorch_decode_for_every_variant_with_resets_and_slides(
                     d <= TOL,
                     "{pos:?} {sink:?} iea={iea} image={} capacity {capacity}: {d}",
                     spec.image.is_some()
+                );
+            }
+        }
+    }
+}
+
+/// The cache holds blocks of 16 entries with a head's dimensions in groups of 8 registers:
+/// head widths of a partial group (4), one and a half groups (12) and two groups (16), with
+/// trials longer than one block and windows that end inside a block (40, 21).
+#[test]
+fn fused_decode_handles_head_widths_and_partial_blocks() {
+    tch::manual_seed(13);
+    let t = 48;
+    let resets = [0i64, 19, 33];
+    let spec = vector_spec();
+    for hd in [4, 12, 16] {
+        for (pos, sink) in [
+            (
+                PosEncoding::Rope,
+                Sink::SinkKv {
+                    k: SinkInit::Zero,
+                    v: SinkInit::Learned,
+                },
+            ),
+            (PosEncoding::EpisodeRope, Sink::None),
+        ] {
+            let cfg = ModelConfig {
+                d_model: 2 * hd,
+                inter_episode_attention: false,
+                ..tiny(pos, sink)
+            };
+            let (_vs, model) = build(&cfg, &spec);
+            let x = streams(t, &resets, &spec);
+            for capacity in [64, 40, 21] {
+                let d = compare_decodes(&model, &cfg, &x, &resets, capacity, 1);
+                assert!(
+                    d <= TOL,
+                    "head width {hd}, {pos:?} {sink:?}, capacity {capacity}: {d}"
                 );
             }
         }
