@@ -1370,13 +1370,18 @@ pub fn paired_rows(groups: &[Group], c: &Comparison) -> Option<Vec<PairedRow>> {
     Some(rows)
 }
 
-/// What a contrast resolved: an interval that excludes 0, or the smallest difference the
-/// seeds could have detected.
-fn verdict(p: &Paired) -> String {
+/// What a contrast resolved: an interval that excludes 0 (said to hold only for this
+/// contrast alone when Holm's correction over all contrasts, `p_holm`, leaves p at or above
+/// 0.05), or the smallest difference the seeds could have detected.
+fn verdict(p: &Paired, p_holm: f64) -> String {
     if p.diff.n < 2 {
         "one seed: no interval".to_string()
-    } else if p.diff.mean.abs() > p.diff.ci95 {
+    } else if p.diff.mean.abs() > p.diff.ci95 && p_holm < 0.05 {
         "interval excludes 0".to_string()
+    } else if p.diff.mean.abs() > p.diff.ci95 {
+        format!(
+            "interval excludes 0 for this contrast alone; not after Holm's correction (p = {p_holm:.3})"
+        )
     } else if p.detectable.is_finite() {
         format!(
             "not resolved: these seeds detect differences of at least {:.2}",
@@ -1432,7 +1437,7 @@ Metric (fixed in the experiment file before running): a run's mean return over e
                     p.ties,
                     num(p.p),
                     num(r.p_holm),
-                    verdict(p)
+                    verdict(p, r.p_holm)
                 );
             }
         }
@@ -1548,8 +1553,14 @@ mod tests {
         // Holm over two contrasts: the smaller p doubles, the larger stays capped at 1.
         assert!((better.p_holm - 2.0 * b.p).abs() < 1e-15);
         assert!((same.p_holm - 1.0).abs() < 1e-9);
-        assert_eq!(verdict(&b), "interval excludes 0");
-        assert!(verdict(&n).starts_with("not resolved"), "{}", verdict(&n));
+        assert_eq!(verdict(&b, better.p_holm), "interval excludes 0");
+        // The same interval with a family-wise p above 0.05 is not claimed as resolved.
+        assert!(verdict(&b, 0.08).contains("not after Holm's correction (p = 0.08"));
+        assert!(
+            verdict(&n, 1.0).starts_with("not resolved"),
+            "{}",
+            verdict(&n, 1.0)
+        );
         // sd of +-0.5 over 10 seeds = 0.527; detectable = (2.262 + 0.883) x 0.527 / sqrt(10).
         assert!((n.detectable - 3.145 * 0.527 / 10f64.sqrt()).abs() < 0.01);
         let md = paired_markdown(&rows, &c);
